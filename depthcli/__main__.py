@@ -1,0 +1,3 @@
+from depthcli.cli import entry
+
+entry()

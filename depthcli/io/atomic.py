@@ -1,0 +1,89 @@
+"""Nothing half-written: outputs are built in a temporary place, then renamed.
+
+``atomic_output_dir`` is for commands that produce a whole folder in one go
+(``convert``, ``synth``, ``render``, ``predict``): the folder appears complete or
+not at all. ``atomic_write`` is for single files inside a long-running job's
+folder (checkpoints, pseudo-labels), where the job itself is resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from depthcli.errors import DepthcliError
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing output without ``overwrite``, and an unwritable parent."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DepthcliError(
+            f"output '{out}' already exists",
+            "pass --overwrite to replace it, or choose another output folder",
+        )
+    if out.exists() and not out.is_dir():
+        raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DepthcliError(f"cannot create '{parent}': {exc.strerror}", "choose a writable output folder") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DepthcliError(f"cannot write to '{parent}'", "choose a writable output folder")
+
+
+@contextmanager
+def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; rename it to ``out`` on success.
+
+    On any exception the temporary folder is removed and ``out`` is untouched.
+    """
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    parent = out.absolute().parent
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise DepthcliError(f"cannot write to '{parent}': {exc.strerror}", "choose a writable output folder") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+        os.replace(out, old / "x")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` (same folder).
+
+    A reader never sees a partial ``path``: it is either the old file, absent,
+    or the complete new one (``os.replace`` is atomic on POSIX).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))

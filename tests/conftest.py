@@ -1,0 +1,31 @@
+"""Shared test helpers: the real-data location and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with a clear reason when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (../shared/data is only present in CI and on dev machines)")
+    return path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``depthcli ARGS`` in-process; returns (exit_code, stdout, stderr)."""
+    from depthcli.cli import main
+
+    def _run(*args: str):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run

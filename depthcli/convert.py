@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from depthcli.errors import DepthcliError
 
-SOURCE_KINDS = ("auto", "colmap", "tum", "7scenes", "folder")
+SOURCE_KINDS = ("auto", "colmap", "tum", "7scenes", "nyu", "kitti", "folder")
 
 
 @dataclass
@@ -40,6 +40,8 @@ class ConvertConfig:
     input_depth_scale: float | None = None  #: raw depth value / this = metres (generic folder)
     intrinsics: tuple[float, float, float, float] | None = None  #: fx fy cx cy for folder sources
     intrinsics_file: Path | None = None  #: 3x3 K text file (7-Scenes / folder)
+    depth_encoding: str = "linear"  #: raw depth encoding: linear | nyu-raw | sun (see depthcli.io.rgbd)
+    resize_depth: bool = False  #: resize depth to the colour image size (nearest) instead of refusing
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,7 +65,7 @@ def detect_source(source: Path) -> tuple[str, str]:
     raise DepthcliError(
         f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), "
         "TUM lists (rgb.txt, depth.txt), 7-Scenes frames (frame-*.depth.png) or color/ + depth/ folders",
-        "pass --from colmap|tum|7scenes|folder",
+        "pass --from colmap|tum|7scenes|nyu|kitti|folder",
     )
 
 
@@ -74,6 +76,14 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
 
     if cfg.source_kind not in SOURCE_KINDS:
         raise DepthcliError(f"unknown source kind '{cfg.source_kind}'", f"use one of {', '.join(SOURCE_KINDS)}")
+    if cfg.depth_format not in ("npy", "png16"):
+        raise DepthcliError(f"unknown depth format '{cfg.depth_format}'", "use npy or png16")
+    if cfg.depth_scale is not None and not cfg.depth_scale > 0:
+        raise DepthcliError("--depth-scale must be positive")
+    if cfg.depth_encoding not in ("linear", "nyu-raw", "sun"):
+        raise DepthcliError(f"unknown depth encoding '{cfg.depth_encoding}'", "use one of linear, nyu-raw, sun")
+    if cfg.input_depth_scale is not None and not cfg.input_depth_scale > 0:
+        raise DepthcliError("--input-depth-scale must be positive")
     if cfg.downscale < 1:
         raise DepthcliError("--downscale must be a positive integer")
     if cfg.max_depth is not None and cfg.max_depth <= 0:

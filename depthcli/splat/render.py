@@ -1,0 +1,181 @@
+"""One Gaussian-splat rasteriser with two backends: gsplat (CUDA) and pure torch.
+
+:func:`render` mirrors ``gsplat.rasterization()`` (classic mode, no SH, unpacked) so the
+gsplat backend is a thin call and the torch backend reproduces the same numbers on CPU,
+CUDA or MPS.
+
+Semantics (both backends; the same as gsplat's "classic" rasteriser):
+
+* Each Gaussian's centre goes to camera space with ``cam_from_world`` (``viewmats``,
+  OpenCV axes: x right, y down, z forward). Its **z-depth** is the camera-space z of
+  the centre (along the optical axis, not the ray length), in the scene's units.
+* The 3D covariance ``R(q) diag(s)^2 R(q)^T`` is projected with the EWA Jacobian of
+  the pinhole at the centre, where x/z and y/z are clamped to the image edges plus 30 %
+  of the half field of view (gsplat's clamp). ``eps2d`` (0.3 px^2) is added to the
+  diagonal of the 2D covariance (no compensation).
+* A Gaussian is culled (``radii == 0``) when z < ``near_plane`` or z > ``far_plane``,
+  when its 2D covariance is degenerate, when its 3-sigma radius is <= ``radius_clip``,
+  or when the square of that radius around its 2D centre misses the image.
+* Pixel (row, col) is sampled at its centre ``(col + 0.5, row + 0.5)``. With
+  ``d = mean2d - pixel`` and the conic (inverse 2D covariance) ``[[a, b], [b, c]]``:
+  ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy`` and ``alpha = min(0.999, o exp(-sigma))``;
+  pairs with ``sigma < 0`` or ``alpha < 1/255`` are skipped.
+* Gaussians are composited front to back in z order. ``T`` starts at 1; a pixel stops
+  *before* the Gaussian that would bring ``T (1 - alpha)`` to <= 1e-4 (that Gaussian is
+  not included). ``w_i = alpha_i T_i``.
+* Outputs: ``RGB = sum w_i c_i + T_final * background``; ``D`` (accumulated depth) =
+  ``sum w_i z_i``; ``ED`` (expected depth) = ``D / max(sum w_i, 1e-10)``; the depth
+  channel ignores backgrounds (gsplat pads them with 0); ``render_alphas = sum w_i``
+  (``= 1 - T_final``). Pixels no Gaussian reaches have alpha 0 and depth 0 (0 = invalid).
+
+The torch backend evaluates every pixel where ``alpha >= 1/255`` (an exact,
+opacity-aware ellipse per Gaussian). gsplat evaluates the 16x16 tiles its bounding box
+touches; the two agree except for contributions just above 1/255 at the edge of a
+Gaussian's footprint with older gsplat versions (3-sigma tile boxes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from depthcli.errors import DepthcliError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
+Backend = Literal["auto", "gsplat", "torch"]
+
+MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+BACKENDS = ("auto", "gsplat", "torch")
+
+
+def gsplat_available() -> bool:
+    """True when CUDA is usable and gsplat imports (the ``depthcli[cuda]`` extra)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except Exception:  # ImportError, or a broken CUDA build
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device) -> str:
+    """The backend ``render(backend=...)`` will use for tensors on ``device``."""
+    if backend not in BACKENDS:
+        raise DepthcliError(f"unknown render backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "gsplat" if getattr(device, "type", str(device)) == "cuda" and gsplat_available() else "torch"
+    return backend
+
+
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, mode, backgrounds):
+    import torch
+
+    def shape_err(name, expected, got):
+        raise DepthcliError(
+            f"render: {name} must have shape {expected}, got {tuple(got.shape)}",
+            hint="see depthcli.splat.render.render for the expected tensor shapes",
+        )
+
+    if mode not in MODES:
+        raise DepthcliError(f"unknown render mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
+                    ("viewmats", viewmats), ("Ks", Ks)):
+        if not isinstance(t, torch.Tensor):
+            raise DepthcliError(f"render: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if means.dim() != 2 or means.shape[1] != 3:
+        shape_err("means", "[N, 3]", means)
+    N = means.shape[0]
+    if quats.shape != (N, 4):
+        shape_err("quats", f"[{N}, 4]", quats)
+    if scales.shape != (N, 3):
+        shape_err("scales", f"[{N}, 3]", scales)
+    if opacities.shape != (N,):
+        shape_err("opacities", f"[{N}]", opacities)
+    if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
+        shape_err("viewmats", "[C, 4, 4]", viewmats)
+    C = viewmats.shape[0]
+    if Ks.shape != (C, 3, 3):
+        shape_err("Ks", f"[{C}, 3, 3]", Ks)
+    if "RGB" in mode:
+        if colors is None:
+            raise DepthcliError(f"render: mode {mode} needs colors", hint="pass colors [N, 3] or use mode D/ED")
+        if not (colors.shape == (N, 3) or colors.shape == (C, N, 3)):
+            shape_err("colors", f"[{N}, 3] or [{C}, {N}, 3]", colors)
+    if not (0 < int(width) <= 32768 and 0 < int(height) <= 32768):
+        raise DepthcliError(f"render: image size must be 1..32768 pixels per side, got {width}x{height}")
+    if backgrounds is not None and "RGB" in mode:
+        if not (backgrounds.shape == (C, 3) or backgrounds.shape == (3,)):
+            shape_err("backgrounds", f"[{C}, 3] or [3]", backgrounds)
+    devices = {t.device for t in (means, quats, scales, opacities, viewmats, Ks)}
+    if colors is not None:
+        devices.add(colors.device)
+    if len(devices) > 1:
+        raise DepthcliError(
+            f"render: inputs live on different devices ({', '.join(sorted(str(d) for d in devices))})",
+            hint="move all tensors to one device",
+        )
+
+
+def render(
+    means: "Tensor",  # [N, 3] centres, world frame
+    quats: "Tensor",  # [N, 4] rotations w x y z (normalised inside)
+    scales: "Tensor",  # [N, 3] standard deviations along the local axes (activated, > 0)
+    opacities: "Tensor",  # [N] in [0, 1] (activated)
+    colors: "Tensor | None",  # [N, 3] or [C, N, 3] activated RGB; may be None for D / ED
+    viewmats: "Tensor",  # [C, 4, 4] cam_from_world (OpenCV axes)
+    Ks: "Tensor",  # [C, 3, 3] pinhole intrinsics (pixel centres at +0.5)
+    width: int,
+    height: int,
+    *,
+    mode: RenderMode = "RGB",
+    backend: Backend = "auto",
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    backgrounds: "Tensor | None" = None,  # [C, 3] or [3]; RGB channels only
+    radius_clip: float = 0.0,
+) -> "tuple[Tensor, Tensor, dict]":
+    """Rasterise 3D Gaussians into ``C`` pinhole cameras (differentiable).
+
+    Returns ``(render_colors, render_alphas, meta)``:
+
+    * ``render_colors`` [C, H, W, X]: X = 3 for ``RGB``, 1 for ``D`` / ``ED``, 4 for
+      ``RGB+D`` / ``RGB+ED`` (depth channel last). ``D`` is the accumulated z-depth
+      ``sum w_i z_i``; ``ED`` the expected z-depth ``D / max(sum w_i, 1e-10)`` (0 where
+      nothing was hit: 0 = invalid). Depth is in the units of ``means`` / ``viewmats``.
+    * ``render_alphas`` [C, H, W, 1]: accumulated opacity ``sum w_i`` (= 1 - T_final).
+    * ``meta``: ``means2d`` [C, N, 2] projected centres (pixels; its ``.grad`` is retained
+      after backward when it needs grad, for densification), ``radii`` [C, N] int 3-sigma
+      radius in pixels (0 = culled), ``depths`` [C, N] camera z of each centre,
+      ``conics`` [C, N, 3], ``n_pairs`` (int: (Gaussian, pixel) pairs composited; for
+      gsplat: tile intersections), ``backend`` ("torch" or "gsplat"), and ``width``,
+      ``height``, ``n_cameras`` (read by gsplat's densification strategies). The torch
+      backend adds ``n_candidates`` (pairs evaluated).
+
+    ``backend="auto"`` uses gsplat for CUDA tensors when it is installed, else the
+    torch backend (CPU, CUDA or MPS). Differentiable w.r.t. means, quats, scales,
+    opacities and colors with both backends. See the module docstring for the exact
+    rasterisation rules.
+    """
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, mode, backgrounds)
+    chosen = resolve_backend(backend, means.device)
+    if chosen == "gsplat":
+        from depthcli.splat.backend_gsplat import render_gsplat
+
+        return render_gsplat(
+            means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+            mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+            backgrounds=backgrounds, radius_clip=radius_clip,
+        )
+    from depthcli.splat.backend_torch import render_torch
+
+    return render_torch(
+        means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+        mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+        backgrounds=backgrounds, radius_clip=radius_clip,
+    )

@@ -1,0 +1,66 @@
+"""``depthcli splat-train``: fit Gaussian splats to a depth dataset (depth, optionally RGB).
+
+Thin: flags -> :class:`depthcli.splat.trainer.SplatTrainConfig` ->
+:func:`depthcli.splat.trainer.train_splats` -> summary. Only typer and the standard
+library are imported at module level.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HELP = (
+    "Train depth-supervised Gaussian splats on a depth dataset (CPU or CUDA). Writes OUT/splats.ply "
+    "(3DGS layout, the dataset's world frame and units), OUT/metrics.json (held-out AbsRel, RMSE, delta1, "
+    "coverage), OUT/curves.png and resumable checkpoints."
+)
+
+
+def command(
+    dataset: Path = typer.Argument(..., help="Depth dataset folder (dataset.json, z-depth)."),
+    out: Path = typer.Argument(..., help="Job folder to create (or continue with --resume)."),
+    mode: str = typer.Option(
+        "ED", "--mode", help="Trained render: ED (expected depth), D (accumulated depth), RGB+ED or RGB+D (needs images)."
+    ),
+    steps: int = typer.Option(3000, "--steps", help="Optimisation steps (one training view per step)."),
+    backend: str = typer.Option("auto", "--backend", help="Rasteriser: auto, gsplat (CUDA) or torch."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (fixed seed on CPU = reproducible run)."),
+    test_every: int = typer.Option(8, "--test-every", help="Hold out every N-th frame for evaluation (0: none)."),
+    depth_loss: str = typer.Option("depth", "--depth-loss", help="L1 on depth (default) or on disparity."),
+    densify: str = typer.Option("auto", "--densify", help="Densification: auto, gsplat, torch or off."),
+    min_depth: Optional[float] = typer.Option(None, "--min-depth", help="Ignore target depth below this (dataset units)."),
+    max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Ignore target depth beyond this (dataset units)."),
+    max_init_points: int = typer.Option(60000, "--max-init-points", help="Initial Gaussians at most (voxel-downsampled)."),
+    eval_every: int = typer.Option(500, "--eval-every", help="Steps between held-out evaluations."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the job in OUT from its newest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing job folder."),
+    json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Train depth-supervised Gaussian splats on a depth dataset."""
+    from depthcli.console import report
+    from depthcli.splat.trainer import SplatTrainConfig, train_splats
+
+    cfg = SplatTrainConfig(
+        dataset=dataset,
+        out=out,
+        mode=mode,
+        steps=steps,
+        backend=backend,
+        device=device,
+        seed=seed,
+        test_every=test_every,
+        depth_loss=depth_loss,
+        densify=densify,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        max_init_points=max_init_points,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    summary = train_splats(cfg)
+    report(summary, title="splat-train", as_json=json)

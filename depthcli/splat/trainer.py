@@ -1,0 +1,632 @@
+"""Depth-supervised Gaussian splat training (CPU or CUDA), resumable.
+
+``train_splats(SplatTrainConfig(dataset, out))`` fits Gaussians to the depth (and
+optionally the images) of a depth dataset and writes the job folder ``out``::
+
+    out/job.json                 # the configuration (marks the folder as a splat-train job)
+    out/checkpoints/step_XXXXXX.pt   # last 2 checkpoints (atomic), for --resume
+    out/splats.ply               # 3DGS PLY in the dataset's world frame and units
+    out/metrics.json             # held-out depth metrics, history, timings
+    out/curves.png               # loss and held-out AbsRel / coverage curves
+
+Held-out views (every ``test_every``-th frame) are never trained on. Their depth
+metrics are taken on valid ground-truth pixels, in the dataset's units:
+``abs_rel = mean |pred - gt| / gt``, ``rmse``, ``delta1 = fraction max(pred/gt,
+gt/pred) < 1.25``, all over the pixels the render *covers*, plus ``coverage`` =
+fraction of valid GT pixels rendered with alpha > ``min_alpha`` and depth > 0.
+
+Determinism: on CPU with a fixed seed, a run interrupted at any checkpoint (even
+by ``kill -9``) and continued with ``resume=True`` ends with exactly the
+parameters of an uninterrupted run: the checkpoint holds the parameters, Adam
+state, densification state, the step, and the torch and numpy RNG states, and
+the learning-rate schedule is a pure function of the step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from depthcli.errors import DepthcliError
+
+MODES = ("D", "ED", "RGB+D", "RGB+ED")
+
+
+@dataclass
+class SplatTrainConfig:
+    """Everything ``depthcli splat-train`` can set (CLI flags map onto these fields)."""
+
+    dataset: Path  # depth dataset folder (dataset.json); depth_kind must be "z"
+    out: Path  # job folder for the PLY, metrics, curves and checkpoints
+    mode: str = "ED"  # render mode trained: D, ED (depth only) or RGB+D, RGB+ED (needs images)
+    steps: int = 3000  # optimisation steps (one training view per step)
+    backend: str = "auto"  # rasteriser backend: auto, gsplat (CUDA) or torch
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
+    seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible
+    test_every: int = 8  # every N-th frame is held out (never trained on); 0 = no held-out views
+    depth_loss: str = "depth"  # L1 on "depth" (default: matches AbsRel/RMSE) or on "disparity" (gsplat style)
+    grad_weight: float = 0.5  # weight of the depth-gradient (edge) term
+    multiscale_weight: float = 0.5  # weight of the multi-scale (pyramid) depth term
+    multiscale_levels: int = 3  # pyramid levels (factors 2, 4, 8)
+    coverage_weight: float = 0.1  # weight of mean(1 - alpha) on supervised pixels (keeps ED covering, un-biases D)
+    rgb_weight: float = 1.0  # weight of the photometric loss (RGB modes)
+    ssim_lambda: float = 0.2  # share of 1 - SSIM in the photometric loss
+    lr_means: float = 1.6e-4  # Adam lr of the centres (training frame, scene scale 1), decays to 1 % over the run
+    lr_scales: float = 5e-3  # Adam lr of the log scales
+    lr_quats: float = 1e-3  # Adam lr of the quaternions
+    lr_opacities: float = 5e-2  # Adam lr of the opacity logits
+    lr_colors: float = 2.5e-3  # Adam lr of the SH degree-0 colours
+    init_opacity: float = 0.5  # opacity of the initial Gaussians
+    init_scale: float = 1.0  # initial scale = this x RMS distance to the 3 nearest neighbours
+    max_init_points: int = 60000  # the initial cloud is voxel-downsampled to at most this many points
+    voxel: Optional[float] = None  # voxel size in world units (None: automatic from max_init_points)
+    densify: str = "auto"  # auto (gsplat on CUDA when installed, else torch), gsplat, torch, off
+    refine_start: int = 300  # first densification step
+    refine_stop: Optional[int] = None  # last densification step (None: 70 % of steps)
+    refine_every: int = 100  # steps between densifications
+    reset_every: int = 3000  # steps between opacity resets (0: never)
+    grow_grad2d: float = 0.0002  # NDC gradient threshold for clone/split
+    prune_opa: float = 0.005  # prune below this opacity
+    max_gaussians: int = 400000  # no growth beyond this many Gaussians
+    min_depth: Optional[float] = None  # target pixels below this depth (dataset units) are ignored, train + eval
+    max_depth: Optional[float] = None  # target pixels beyond this depth (dataset units) are ignored, train + eval
+    min_alpha: float = 0.5  # a pixel counts as covered (rendered) when its alpha exceeds this
+    eval_every: int = 500  # steps between held-out evaluations (0: only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints (the last step always gets one)
+    keep_checkpoints: int = 2  # checkpoints kept on disk
+    resume: bool = False  # continue from the newest checkpoint in out
+    overwrite: bool = False  # replace an existing job folder
+    stop_at: Optional[int] = None  # testing hook: stop after the checkpoint of this step, as if killed
+    progress: bool = True  # show a progress bar
+    cpu_threads: Optional[int] = 1  # torch CPU threads while training (1 is fastest for small tensors on a busy machine); None: torch's default
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dataset"] = str(self.dataset)
+        d["out"] = str(self.out)
+        return d
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def depth_metrics(
+    pred: np.ndarray, gt: np.ndarray, alpha: np.ndarray | None = None, min_alpha: float = 0.5
+) -> dict[str, float]:
+    """Depth metrics of one view over valid GT pixels (``gt > 0``), same units for both.
+
+    ``coverage`` = fraction of valid GT pixels that are rendered (``pred > 0`` and,
+    when given, ``alpha > min_alpha``); ``abs_rel``, ``rmse`` and ``delta1`` are
+    taken over the covered pixels (NaN when none is covered).
+    """
+    valid = np.isfinite(gt) & (gt > 0)
+    covered = valid & np.isfinite(pred) & (pred > 0)
+    if alpha is not None:
+        covered &= alpha > min_alpha
+    n_valid = int(valid.sum())
+    out = {"coverage": float(covered.sum() / n_valid) if n_valid else float("nan"), "valid_pixels": n_valid}
+    if covered.any():
+        p = pred[covered].astype(np.float64)
+        g = gt[covered].astype(np.float64)
+        out["abs_rel"] = float(np.mean(np.abs(p - g) / g))
+        out["rmse"] = float(np.sqrt(np.mean((p - g) ** 2)))
+        out["delta1"] = float(np.mean(np.maximum(p / g, g / p) < 1.25))
+    else:
+        out.update(abs_rel=float("nan"), rmse=float("nan"), delta1=float("nan"))
+    return out
+
+
+def mean_metrics(per_view: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over views of each metric (views without valid pixels are skipped)."""
+    keys = ["abs_rel", "rmse", "delta1", "coverage"]
+    out = {}
+    for k in keys:
+        vals = [m[k] for m in per_view if k in m and np.isfinite(m[k])]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _View:
+    frame: Any
+    depth_world: np.ndarray  # [H, W] float32, dataset units, 0 = invalid (range-filtered)
+    image: Optional[np.ndarray]  # [H, W, 3] uint8 or None
+
+
+def _load_views(cfg: SplatTrainConfig):
+    from depthcli.depth import valid_mask
+    from depthcli.io.dataset import load_dataset
+
+    ds = load_dataset(Path(cfg.dataset))
+    if cfg.mode not in MODES:
+        raise DepthcliError(f"unknown mode '{cfg.mode}'", f"use one of {', '.join(MODES)}")
+    if ds.depth_kind != "z":
+        raise DepthcliError(
+            f"dataset '{cfg.dataset}' stores {ds.depth_kind}, splat-train needs z-depth",
+            "convert disparity to depth first",
+        )
+    if len(ds.frames) == 0:
+        raise DepthcliError(f"dataset '{cfg.dataset}' has no frames")
+    use_rgb = cfg.mode.startswith("RGB")
+    if use_rgb and not ds.has_images:
+        raise DepthcliError(
+            f"mode {cfg.mode} needs images but dataset '{cfg.dataset}' has none", "use --mode ED for depth-only data"
+        )
+    views = []
+    for f in ds.frames:
+        d = ds.read_depth(f)  # raises on NaN/Inf and size mismatch
+        if cfg.min_depth is not None:
+            d[d < cfg.min_depth] = 0
+        if cfg.max_depth is not None:
+            d[d > cfg.max_depth] = 0
+        img = None
+        if use_rgb:
+            if f.image is None:
+                raise DepthcliError(f"frame '{f.name}' has no image but mode {cfg.mode} needs one for every frame")
+            img = ds.read_image(f)  # raises on size mismatch
+        views.append(_View(f, d, img))
+    if not any(valid_mask(v.depth_world).any() for v in views):
+        raise DepthcliError(
+            f"dataset '{cfg.dataset}' has no valid depth" + (" in the --min/--max-depth range" if cfg.max_depth or cfg.min_depth else ""),
+            "splat-train needs depth; check the dataset with depthcli convert",
+        )
+    if cfg.test_every and cfg.test_every > 0 and len(views) > 1:
+        test_ids = [i for i in range(len(views)) if i % cfg.test_every == 0]
+    else:
+        test_ids = []
+    train_ids = [i for i in range(len(views)) if i not in set(test_ids)]
+    train_ids = [i for i in train_ids if valid_mask(views[i].depth_world).any()]
+    if not train_ids:
+        raise DepthcliError("no training frame has valid depth", "lower --test-every or check the dataset")
+    return ds, views, train_ids, test_ids
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render_depth(splats: dict, viewmat, K, width: int, height: int, mode: str, backend: str):
+    """Render one view: returns ``(rgb [H,W,3] | None, depth [H,W], alpha [H,W], meta)`` (torch)."""
+    import torch
+
+    from depthcli.splat.render import render
+
+    colors, alphas, meta = render(
+        splats["means"], splats["quats"], splats["scales"], splats["opacities"],
+        splats["colors"] if mode.startswith("RGB") else None,
+        viewmat[None], K[None], width, height, mode=mode, backend=backend,
+    )
+    rgb = colors[0, ..., :3] if mode.startswith("RGB") else None
+    depth = colors[0, ..., -1]
+    return rgb, depth, alphas[0, ..., 0], meta
+
+
+# ----------------------------------------------------------------------------- job folder
+
+
+def _prepare_out(cfg: SplatTrainConfig) -> Path:
+    out = Path(cfg.out)
+    if cfg.resume:
+        if not _checkpoints(out):
+            raise DepthcliError(
+                f"--resume: no checkpoint in '{out / 'checkpoints'}'", "start without --resume (or check the folder)"
+            )
+        return out
+    if out.exists():
+        if not cfg.overwrite:
+            raise DepthcliError(f"output '{out}' already exists", "pass --overwrite to replace it or --resume to continue it")
+        if not out.is_dir():
+            raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
+        if any(out.iterdir()) and not (out / "job.json").is_file():
+            raise DepthcliError(
+                f"'{out}' is not a splat-train job folder (no job.json); refusing to delete it", "choose another output folder"
+            )
+        shutil.rmtree(out)
+    try:
+        (out / "checkpoints").mkdir(parents=True)
+    except OSError as exc:
+        raise DepthcliError(f"cannot create '{out}': {exc.strerror}", "choose a writable output folder") from None
+    return out
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step_*.pt") if p.stem[5:].isdigit())
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _make_optimizers(params, cfg: SplatTrainConfig) -> dict:
+    import torch
+
+    lrs = {"means": cfg.lr_means, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
+           "opacities": cfg.lr_opacities, "sh0": cfg.lr_colors}
+    return {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15) for k, p in params.items()}
+
+
+def _make_strategy(cfg: SplatTrainConfig, backend_used: str):
+    refine_stop = cfg.refine_stop if cfg.refine_stop is not None else int(0.7 * cfg.steps)
+    kind = cfg.densify
+    if kind == "auto":
+        kind = "torch"
+        if cfg.device.startswith("cuda") and backend_used != "torch":
+            try:
+                import gsplat  # noqa: F401
+
+                kind = "gsplat"
+            except ImportError:
+                pass
+    if kind == "off":
+        return None, "off"
+    if kind == "gsplat":
+        try:
+            from gsplat.strategy import DefaultStrategy
+        except ImportError:
+            raise DepthcliError("--densify gsplat needs gsplat", "pip install 'depthcli[cuda]' or use --densify torch") from None
+        return DefaultStrategy(
+            prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start,
+            refine_stop_iter=refine_stop, refine_every=cfg.refine_every, reset_every=cfg.reset_every or 10**9,
+        ), "gsplat"
+    if kind != "torch":
+        raise DepthcliError(f"unknown densify strategy '{cfg.densify}'", "use auto, gsplat, torch or off")
+    from depthcli.splat.densify import TorchDensifyStrategy
+
+    return TorchDensifyStrategy(
+        prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start=cfg.refine_start,
+        refine_stop=refine_stop, refine_every=cfg.refine_every, reset_every=cfg.reset_every,
+        max_gaussians=cfg.max_gaussians,
+    ), "torch"
+
+
+def _resolve_backend(cfg: SplatTrainConfig) -> str:
+    import torch
+
+    from depthcli.splat.render import resolve_backend
+
+    return resolve_backend(cfg.backend, torch.device(cfg.device))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DepthcliError(f"device '{device}' requested but CUDA is not available", "use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise DepthcliError(f"unknown device '{device}'", "use cpu or cuda")
+
+
+def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
+    """Train Gaussians on ``cfg.dataset``; write ``cfg.out``; return a summary dict.
+
+    The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
+    ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
+    """
+    with torch_threads(cfg.cpu_threads, cfg.device):
+        return _train(cfg)
+
+
+@contextmanager
+def torch_threads(n: Optional[int], device: str):
+    """Run with ``n`` torch CPU threads (restored afterwards); no-op for None or CUDA.
+
+    The torch rasteriser works on many small tensors: on a shared 2-core machine one
+    thread was ~15x faster than two (thread hand-off dominates).
+    """
+    import torch
+
+    if not n or str(device).startswith("cuda"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
+    import torch
+
+    from depthcli.console import log
+    from depthcli.depth import valid_mask
+    from depthcli.io.atomic import atomic_write, atomic_write_text
+    from depthcli.splat import model as M
+    from depthcli.splat.losses import DepthSupervision, rgb_loss
+
+    if cfg.steps < 1:
+        raise DepthcliError("--steps must be at least 1")
+    _check_device(cfg.device)
+    backend = _resolve_backend(cfg)
+    if cfg.depth_loss not in ("depth", "disparity"):
+        raise DepthcliError(f"unknown depth loss '{cfg.depth_loss}'", "use depth or disparity")
+    strategy, strategy_kind = _make_strategy(cfg, backend)  # validates --densify before anything is written
+    ds, views, train_ids, test_ids = _load_views(cfg)
+    use_rgb = cfg.mode.startswith("RGB")
+    dev = torch.device(cfg.device)
+
+    # --- state: fresh or from a checkpoint (validated before anything is written)
+    ckpt = None
+    if cfg.resume:
+        ckpts = _checkpoints(Path(cfg.out))
+        if not ckpts:
+            raise DepthcliError(f"--resume: no checkpoint in '{Path(cfg.out) / 'checkpoints'}'", "start without --resume")
+        for path in reversed(ckpts):
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                break
+            except Exception:  # a damaged file: fall back to the previous checkpoint
+                continue
+        if ckpt is None:
+            raise DepthcliError(f"--resume: no readable checkpoint in '{Path(cfg.out) / 'checkpoints'}'")
+        old = ckpt["config"]
+        same = lambda k: (Path(old[k]).resolve() == Path(cfg.dataset).resolve()) if k == "dataset" else (  # noqa: E731
+            str(old[k]) == str(getattr(cfg, k)))
+        for key in ("mode", "seed", "test_every", "dataset"):
+            if not same(key):
+                raise DepthcliError(
+                    f"--resume: the checkpoint was trained with {key}={old[key]}, not {getattr(cfg, key)}",
+                    "resume with the same settings",
+                )
+        norm = M.SceneNorm.from_json(ckpt["norm"])
+        init_info = ckpt["init_info"]
+    else:
+        norm = M.scene_norm_from([views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids])
+        points, colors, init_info = M.gather_init_points(
+            ds, [views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids],
+            [views[i].image for i in train_ids] if use_rgb else None, cfg.max_init_points, cfg.voxel,
+        )
+    out = _prepare_out(cfg)
+    for stale in (out / "checkpoints").glob(".step_*"):  # temp files of a write killed midway
+        stale.unlink(missing_ok=True)
+    if not cfg.resume:
+        atomic_write_text(out / "job.json", json.dumps({"kind": "depthcli splat-train", "config": cfg.to_json()}, indent=1))
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    if ckpt is None:
+        params = M.create_params(norm.points_to_norm(points), colors, cfg.init_opacity, cfg.init_scale, cfg.device)
+        if use_rgb and "sh0" not in params:  # images exist but no colours sampled (should not happen)
+            params["sh0"] = torch.nn.Parameter(torch.zeros_like(params["means"]))
+    else:
+        params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(dev)) for k, v in ckpt["params"].items()})
+    optimizers = _make_optimizers(params, cfg)
+    if strategy is not None:
+        strategy.check_sanity(params, optimizers)
+        strategy_state = strategy.initialize_state(scene_scale=1.0)  # the training frame has unit scale
+    start_step = 0
+    history: list[dict] = []
+    elapsed_before = 0.0
+    if ckpt is not None:
+        for k, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][k])
+        if strategy is not None and ckpt.get("strategy_state") is not None:
+            strategy_state = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in ckpt["strategy_state"].items()}
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
+        rng.bit_generator.state = ckpt["rng"]["numpy"]
+        start_step = int(ckpt["step"])
+        history = list(ckpt["history"])
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        log(f"resuming from step {start_step} ({len(params['means'])} Gaussians)")
+
+    # --- training-frame tensors (depth in training units)
+    def cam(frame):
+        vm = torch.tensor(norm.viewmat_to_norm(frame.cam_from_world), dtype=torch.float32, device=dev)
+        K = torch.tensor(frame.K, dtype=torch.float32, device=dev)
+        return vm, K
+
+    targets = {}
+    for i in train_ids:
+        v = views[i]
+        d = torch.tensor(v.depth_world / norm.scale, dtype=torch.float32, device=dev)
+        rgb = torch.tensor(v.image, dtype=torch.float32, device=dev) / 255.0 if use_rgb else None
+        targets[i] = (d, d > 0, rgb, *cam(v.frame))
+    cov_w = cfg.coverage_weight
+    depth_sup = DepthSupervision(cfg.depth_loss, cfg.grad_weight, cfg.multiscale_weight, cfg.multiscale_levels, cov_w)
+
+    def evaluate() -> dict[str, Any]:
+        per_view = []
+        with torch.no_grad():
+            act = M.activated(params)
+            for i in test_ids:
+                v = views[i]
+                if not valid_mask(v.depth_world).any():
+                    continue
+                vm, K = cam(v.frame)
+                _, depth, alpha, _ = render_depth(act, vm, K, v.frame.width, v.frame.height, cfg.mode, backend)
+                pred = depth.cpu().numpy().astype(np.float64) * norm.scale
+                m = depth_metrics(pred, v.depth_world, alpha.cpu().numpy(), cfg.min_alpha)
+                m["frame"] = v.frame.name
+                per_view.append(m)
+        return {"mean": mean_metrics(per_view), "per_view": per_view}
+
+    def save_checkpoint(step: int, elapsed: float) -> None:
+        rng_state = {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state,
+                     "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+        obj = {
+            "step": step, "config": cfg.to_json(), "norm": norm.to_json(), "init_info": init_info,
+            "params": {k: p.detach().cpu() for k, p in params.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "strategy_state": None if strategy is None else {
+                k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in strategy_state.items()},
+            "rng": rng_state, "history": history, "elapsed_s": elapsed,
+            "order": list(order),  # the rest of the current epoch's view order
+        }
+        atomic_write(out / "checkpoints" / f"step_{step:06d}.pt", lambda p: torch.save(obj, p))
+        for old in _checkpoints(out)[: -max(cfg.keep_checkpoints, 1)]:
+            old.unlink(missing_ok=True)
+
+    order: list[int] = []
+    if ckpt is not None:
+        order = list(ckpt.get("order", []))
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    info_text = ""
+    steps_done = 0
+    with _maybe_progress(cfg.progress, "splat-train", cfg.steps) as (bar, task):
+        if bar is not None and start_step:
+            bar.update(task, completed=start_step)
+        for step in range(start_step + 1, cfg.steps + 1):
+            if not order:
+                order = [train_ids[j] for j in rng.permutation(len(train_ids))]
+            i = order.pop()
+            d_t, mask, rgb_t, vm, K = targets[i]
+            frame = views[i].frame
+            lr_means = cfg.lr_means * (0.01 ** ((step - 1) / max(cfg.steps - 1, 1)))
+            for g in optimizers["means"].param_groups:
+                g["lr"] = lr_means
+            act = M.activated(params)
+            rgb, depth, alpha, meta = render_depth(act, vm, K, frame.width, frame.height, cfg.mode, backend)
+            info = dict(meta)
+            info.update(width=frame.width, height=frame.height, n_cameras=1)
+            if strategy is not None:
+                strategy.step_pre_backward(params, optimizers, strategy_state, step, info)
+            loss, parts = depth_sup(depth, d_t, mask, alpha)
+            if use_rgb:
+                l_rgb = cfg.rgb_weight * rgb_loss(rgb, rgb_t, cfg.ssim_lambda)
+                loss = loss + l_rgb
+                parts["rgb"] = float(l_rgb.detach())
+            loss.backward()
+            for opt in optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if strategy is not None:
+                if strategy_kind == "gsplat":
+                    strategy.step_post_backward(params, optimizers, strategy_state, step, info, packed=False)
+                else:
+                    strategy.step_post_backward(params, optimizers, strategy_state, step, info)
+            last_loss = float(loss.detach())
+            if not math.isfinite(last_loss):
+                raise DepthcliError(f"training diverged at step {step} (loss is {last_loss})",
+                                    "lower the learning rates or check the dataset's depth")
+            steps_done += 1
+            rec: dict[str, Any] = {"step": step, "loss": last_loss, "gaussians": int(params["means"].shape[0]), **parts}
+            if test_ids and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                rec["heldout"] = evaluate()["mean"]
+            if step % 10 == 0 or "heldout" in rec or step == cfg.steps:
+                history.append(rec)
+            if bar is not None:
+                rate = steps_done / max(time.perf_counter() - t0, 1e-9)
+                info_text = f"loss {last_loss:.4f}  {rec['gaussians']} gaussians  {rate:.1f} steps/s"
+                if "heldout" in rec:
+                    info_text += f"  absrel {rec['heldout']['abs_rel']:.4f}"
+                bar.update(task, advance=1, info=info_text)
+            if step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps or step == cfg.stop_at:
+                save_checkpoint(step, elapsed_before + time.perf_counter() - t0)
+            if cfg.stop_at is not None and step == cfg.stop_at and step < cfg.steps:
+                return {"interrupted_at": step, "out": str(out)}
+    train_s = elapsed_before + time.perf_counter() - t0
+    final_step = max(start_step, cfg.steps)
+
+    # --- final outputs (each file atomic), in the dataset's world frame and units
+    from depthcli.io.ply import write_splats_ply
+
+    result = evaluate() if test_ids else {"mean": {}, "per_view": []}
+    arrays = M.params_to_arrays(params, norm, comments=[
+        f"depthcli splat-train mode {cfg.mode}", f"depth_units {ds.depth_units}", f"dataset {Path(cfg.dataset).name}"])
+    atomic_write(out / "splats.ply", lambda p: write_splats_ply(p, arrays))
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "splats": str(out / "splats.ply"),
+        "mode": cfg.mode,
+        "backend": backend,
+        "device": cfg.device,
+        "densify": strategy_kind,
+        "steps": final_step,
+        "gaussians": int(params["means"].shape[0]),
+        "train_frames": len(train_ids),
+        "heldout_frames": len(test_ids),
+        "depth_units": ds.depth_units,
+        "heldout": result["mean"],
+        "final_loss": last_loss,
+        "train_seconds": round(train_s, 2),
+        "steps_per_second": round(steps_done / max(time.perf_counter() - t0, 1e-9), 2) if steps_done else None,
+        "init": init_info,
+        "scene_norm": norm.to_json(),
+    }
+    metrics = dict(summary)
+    metrics["heldout_per_view"] = result["per_view"]
+    metrics["history"] = history
+    metrics["config"] = cfg.to_json()
+    atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=1))
+    try:
+        _plot_curves(out / "curves.png", history, atomic_write)
+        summary["curves"] = str(out / "curves.png")
+    except Exception as exc:  # a plot must never fail a finished training
+        from depthcli.console import warn
+
+        warn(f"could not draw curves.png: {exc}")
+    return summary
+
+
+def _finite(value):
+    """JSON-safe copy: NaN/Inf floats become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return _finite(value.item())
+    return value
+
+
+class _NullBar:
+    def __enter__(self):
+        return None, None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _maybe_progress(enabled: bool, description: str, total: int):
+    from depthcli.console import progress_task
+
+    return progress_task(description, total) if enabled else _NullBar()
+
+
+def _plot_curves(path: Path, history: list[dict], atomic_write) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot(steps, [h["loss"] for h in history], lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("training loss (one view per step)")
+    ev = [h for h in history if "heldout" in h]
+    if ev:
+        ax = axes[1]
+        ax.plot([h["step"] for h in ev], [h["heldout"]["abs_rel"] for h in ev], "o-", label="held-out AbsRel")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax2 = ax.twinx()
+        ax2.plot([h["step"] for h in ev], [h["heldout"]["coverage"] for h in ev], "s--", color="C1", label="coverage")
+        ax2.set_ylim(0, 1.02)
+        ax.set_ylabel("AbsRel (o, left)")
+        ax2.set_ylabel("coverage (s, right)")
+        ax.set_title("held-out depth (AbsRel, coverage)")
+    else:
+        axes[1].set_axis_off()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)

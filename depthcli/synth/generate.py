@@ -21,6 +21,8 @@ import numpy as np
 from depthcli.errors import DepthcliError
 
 STYLE_CHOICES = ("indoor", "outdoor", "mixed")
+#: Nothing in view nearer than this (metres), per style: see :func:`trajectory`.
+CLEARANCE = {"indoor": 0.9, "outdoor": 1.5}
 
 
 @dataclass
@@ -68,11 +70,15 @@ def look_at(position: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.
     return T
 
 
-def trajectory(hint: dict[str, Any], frames: int) -> list[np.ndarray]:
+def trajectory(hint: dict[str, Any], frames: int, scene=None, clearance: float = 0.0) -> list[np.ndarray]:
     """One smooth orbit on the scene's free-space ellipse, looking at its centre.
 
     Neighbouring frames overlap strongly and the views cover the scene from all
-    sides, so multi-view reconstruction from them is well-posed.
+    sides, so multi-view reconstruction from them is well-posed. With a
+    ``scene`` and ``clearance > 0``, each pose is pulled in or pushed out along
+    its radius (and raised if needed) until nothing in view is nearer than
+    ``clearance`` metres: a camera brushing past an object sees surfaces no
+    other view sees, which no reconstruction can recover.
     """
     cx, cy = hint.get("center", (0.0, 0.0))
     ax, ay = hint.get("radii", (2.0, 2.0))
@@ -80,12 +86,28 @@ def trajectory(hint: dict[str, Any], frames: int) -> list[np.ndarray]:
     hw = float(hint.get("height_wobble", 0.1))
     tgt = np.asarray(hint.get("target", (0.0, 0.0, 0.5)), float)
     tw = float(hint.get("target_wobble", 0.2))
+    probe_K = intrinsics(24, 18, 75.0)
     poses = []
     for i in range(frames):
         a = 2 * np.pi * i / frames
-        pos = np.array([cx + ax * np.cos(a), cy + ay * np.sin(a), h + hw * np.sin(2 * a)])
         target = tgt + tw * np.array([np.cos(3 * a), np.sin(2 * a), 0.3 * np.sin(a)])
-        poses.append(look_at(pos, target))
+        best, best_gap = None, -np.inf
+        for dz in (0.0, 0.3, 0.6):
+            for sr in (1.0, 0.92, 1.08, 0.84, 0.76, 0.68, 0.6):
+                pos = np.array([cx + sr * ax * np.cos(a), cy + sr * ay * np.sin(a), h + dz + hw * np.sin(2 * a)])
+                pose = look_at(pos, target)
+                if scene is None or clearance <= 0:
+                    best = pose
+                    break
+                _, d = scene.render(probe_K, pose, 24, 18)
+                gap = float(d[d > 0].min()) if (d > 0).any() else np.inf
+                if gap > best_gap:
+                    best, best_gap = pose, gap
+                if gap >= clearance:
+                    break
+            if scene is None or clearance <= 0 or best_gap >= clearance:
+                break
+        poses.append(best)
     return poses
 
 
@@ -153,7 +175,7 @@ def _write_scene(cfg: SynthConfig, index: int, folder: Path, tick) -> dict[str, 
     scene = make_scene(seed, style)
     scene.save(folder / "scene.json")
     K = intrinsics(cfg.width, cfg.height, scene.hfov_deg)
-    poses = trajectory(scene.camera_hint, cfg.frames)
+    poses = trajectory(scene.camera_hint, cfg.frames, scene, clearance=CLEARANCE[style])
     writer = DatasetWriter(
         folder,
         depth_units="m",

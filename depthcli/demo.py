@@ -96,9 +96,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         cols = ["model", "images", "AbsRel", "RMSE", "delta1"]
         rows = [[r["name"], r.get("images", ""), r["metrics"]["abs_rel"], r["metrics"]["rmse"], r["metrics"]["delta1"]] for r in res.rows]
         print_table(title, cols, rows)
+    summary["overview"] = str(write_overview(out, cfg.estimators))
     summary["seconds"] = round(time.time() - t0, 1)
     log(f"\nEverything is in [bold]{out}[/bold]: scene/ (synthetic truth), from_colmap/ and from_rgbd/ "
-        "(converted datasets, previews/), splats/ (splats.ply, metrics.json, curves.png), renders/")
+        "(converted datasets, previews/), splats/ (splats.ply, metrics.json, curves.png), renders/, "
+        "estimators/ (teacher, student, predictions) and overview.png")
     return summary
 
 
@@ -134,3 +136,57 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list) -> dict[str, Any]
     res = evaluate(EvalConfig(preds=preds, gt=data / "heldout", align="lstsq-disparity", pred_kind="disparity"))
     tables.append(("estimators on held-out scenes (affine-invariant disparity, lstsq-disparity alignment)", res))
     return {"teacher": teacher["model"], "student": student["model"]}
+
+
+def _label(img, text: str):
+    import cv2
+    import numpy as np
+
+    img = np.ascontiguousarray(img)
+    cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def write_overview(out: Path, estimators: bool) -> Path:
+    """``out/overview.png``: a held-out view with exact, rendered and predicted depth."""
+    import numpy as np
+
+    from depthcli.depth import normalize_min_max, valid_mask
+    from depthcli.io.dataset import load_dataset
+    from depthcli.io.images import write_image_rgb
+    from depthcli.io.previews import colorize_depth, colorize_values
+
+    gt = load_dataset(out / "scene")
+    ren = load_dataset(out / "renders")
+    f = gt.frames[0]  # frame 0 is held out from splat training (every 8th frame)
+    d_gt = gt.read_depth(f)
+    d_ren = ren.read_depth(ren.frames[0])
+    lo, hi = float(np.percentile(d_gt[d_gt > 0], 1)), float(np.percentile(d_gt[d_gt > 0], 99))
+    err = np.zeros_like(d_gt)
+    both = (d_gt > 0) & (d_ren > 0)
+    err[both] = np.abs(d_ren[both] - d_gt[both]) / d_gt[both]
+    rows = [[
+        _label(gt.read_image(f), "held-out view"),
+        _label(colorize_depth(d_gt, lo, hi), "exact z-depth"),
+        _label(colorize_depth(d_ren, lo, hi), "splat render (ED)"),
+        _label(colorize_values(err, d_gt > 0, 0.0, 0.05, cmap="inferno"), "|error| / depth, 0-5%"),
+    ]]
+    if estimators:
+        held = load_dataset(out / "estimators" / "heldout")
+        hf = held.frames[0]
+        d = held.read_depth(hf)
+        disp = np.zeros_like(d)
+        disp[d > 0] = 1.0 / d[d > 0]
+        row = [_label(held.read_image(hf), "unseen scene"), _label(colorize_values(normalize_min_max(disp, d > 0), d > 0, 0, 1), "exact disparity")]
+        for name in ("teacher", "student"):
+            pred = load_dataset(out / "estimators" / f"pred_{name}")
+            pf = next(p for p in pred.frames if Path(p.name).stem == hf.name or p.name == hf.name)
+            pd = pred.read_depth(pf)
+            ok = valid_mask(pd)
+            row.append(_label(colorize_values(normalize_min_max(pd, ok), ok, 0, 1), f"{name} (disparity)"))
+        rows.append(row)
+    grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    path = out / "overview.png"
+    write_image_rgb(path, grid)
+    return path

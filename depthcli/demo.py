@@ -29,10 +29,11 @@ class DemoConfig:
     width: int = 160  #: synthetic image width (pixels)
     height: int = 120  #: synthetic image height (pixels)
     frames: int = 24  #: frames of the main synthetic scene
-    splat_steps: int = 1500  #: Gaussian-splat training steps
+    splat_steps: int = 1000  #: Gaussian-splat training steps
     estimators: bool = True  #: run the teacher/student stage
-    teacher_scenes: int = 6  #: synthetic scenes the teacher learns from
-    teacher_epochs: int = 8  #: teacher epochs
+    scenes: int = 16  #: synthetic scenes for the teacher (and as many unlabeled ones for the student)
+    estimator_steps: int = 1000  #: training steps of the teacher, and of the student
+    threads: int = 1  #: torch CPU threads (1 is fastest on small shared CPUs)
     seed: int = 0  #: seed for every stage
 
 
@@ -44,7 +45,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage into ``cfg.out``; return a summary (paths and headline numbers)."""
     from depthcli.convert import ConvertConfig, convert
     from depthcli.errors import DepthcliError
-    from depthcli.io.atomic import check_output_dir
+    from depthcli.io.atomic import check_output_dir, mark_output
     from depthcli.synth.generate import SynthConfig, synthesize
 
     out = Path(cfg.out)
@@ -54,6 +55,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    mark_output(out, "demo")
     t0 = time.time()
     summary: dict[str, Any] = {"out": str(out)}
 
@@ -117,21 +119,18 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list) -> dict[str, Any]
     size = dict(width=cfg.width, height=cfg.height)
     # Labeled synthetic scenes for the teacher, unlabeled images of other scenes for
     # the student, and held-out scenes neither has seen.
-    synthesize(SynthConfig(out=data / "labeled", scenes=cfg.teacher_scenes, frames=8, seed=cfg.seed + 100, style="mixed", **size))
-    synthesize(SynthConfig(out=data / "unlabeled", scenes=cfg.teacher_scenes, frames=8, seed=cfg.seed + 200, style="mixed", **size))
+    synthesize(SynthConfig(out=data / "labeled", scenes=cfg.scenes, frames=8, seed=cfg.seed + 100, style="mixed", **size))
+    synthesize(SynthConfig(out=data / "unlabeled", scenes=cfg.scenes, frames=8, seed=cfg.seed + 200, style="mixed", **size))
     synthesize(SynthConfig(out=data / "heldout", scenes=1, frames=8, seed=cfg.seed + 300, style="indoor", **size))
-    teacher = train_estimator(
-        TrainConfig(datasets=[data / "labeled"], out=data / "teacher", preset="tiny", epochs=cfg.teacher_epochs, seed=cfg.seed)
-    )
-    student = distill(
-        DistillConfig(
-            teachers=[Path(teacher["model"])], images=data / "unlabeled", out=data / "student",
-            epochs=cfg.teacher_epochs, seed=cfg.seed,
-        )
-    )
+    crop = 14 * (min(cfg.width, cfg.height) // 14)  # square training crop, a multiple of the patch size
+    common = dict(preset="tiny", size=crop, epochs=100000, batch_size=8, lr=1e-3, max_steps=cfg.estimator_steps,
+                  threads=cfg.threads, seed=cfg.seed)
+    teacher = train_estimator(TrainConfig(datasets=[data / "labeled"], out=data / "teacher", val_fraction=0.05, **common))
+    # The student never sees a synthetic label: only the teacher's pseudo-labels on these images.
+    student = distill(DistillConfig(teachers=[Path(teacher["model"])], images=data / "unlabeled", out=data / "student", **common))
     preds = []
     for name, model in (("teacher", teacher["model"]), ("student", student["model"])):
-        predict(PredictConfig(model=Path(model), images=data / "heldout" / "images", out=data / f"pred_{name}"))
+        predict(PredictConfig(model=Path(model), images=data / "heldout" / "images", out=data / f"pred_{name}", threads=cfg.threads))
         preds.append(data / f"pred_{name}")
     res = evaluate(EvalConfig(preds=preds, gt=data / "heldout", align="lstsq-disparity", pred_kind="disparity"))
     tables.append(("estimators on held-out scenes (affine-invariant disparity, lstsq-disparity alignment)", res))

@@ -99,14 +99,14 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path):
 
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "keep").write_text("old")
+    (tmp_path / "ds" / "dataset.json").write_text("old")
     with pytest.raises(DepthcliError, match="already exists"):
         with atomic_output_dir(tmp_path / "ds"):
             pass
-    assert (tmp_path / "ds" / "keep").read_text() == "old"
+    assert (tmp_path / "ds" / "dataset.json").read_text() == "old"
     with atomic_output_dir(tmp_path / "ds", overwrite=True) as tmp:
         (tmp / "new").write_text("new")
-    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["new"]
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == [".depthcli", "new"]
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
@@ -143,3 +143,22 @@ def test_reader_reports_nan_and_wrong_size(tmp_path):
     np.save(tmp_path / "ds" / f0.depth, d[:, :-1])
     with pytest.raises(DepthcliError, match="dataset.json says 8x6"):
         ds.read_depth(f0)
+
+
+def test_overwrite_never_replaces_a_foreign_folder(tmp_path):
+    from depthcli.io.atomic import MARKER
+
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(DepthcliError, match="not a folder depthcli created"):
+        with atomic_output_dir(foreign, overwrite=True):
+            pass
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    # A folder depthcli wrote carries the marker and may be replaced.
+    with atomic_output_dir(tmp_path / "ds") as tmp:
+        (tmp / "a").write_text("1")
+    assert (tmp_path / "ds" / MARKER).is_file()
+    with atomic_output_dir(tmp_path / "ds", overwrite=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == [MARKER, "b"]

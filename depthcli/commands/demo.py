@@ -15,9 +15,9 @@ HELP = (
 def command(
     out: Path = typer.Argument(Path("depthcli-demo"), help="Folder for everything the demo writes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo folder."),
-    splat_steps: int = typer.Option(1500, help="Gaussian-splat training steps."),
+    splat_steps: int = typer.Option(1000, help="Gaussian-splat training steps."),
     estimators: bool = typer.Option(True, "--estimators/--no-estimators", help="Run the teacher/student stage."),
-    teacher_epochs: int = typer.Option(8, help="Epochs of the tiny teacher (and of its student)."),
+    estimator_steps: int = typer.Option(1000, help="Training steps of the tiny teacher, and of its student."),
     seed: int = typer.Option(0, help="Seed of every stage."),
     json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -25,5 +25,5 @@ def command(
     from depthcli.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, overwrite=overwrite, splat_steps=splat_steps, estimators=estimators,
-                     teacher_epochs=teacher_epochs, seed=seed)
+                     estimator_steps=estimator_steps, seed=seed)
     report(run_demo(cfg), "demo", as_json=json)

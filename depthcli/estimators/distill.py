@@ -234,6 +234,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 if not cfg.overwrite:
                     raise DepthcliError(f"'{labels}' already exists",
                                         "pass --resume to continue labelling, or --overwrite to start again")
+                from depthcli.io.atomic import ensure_replaceable
+
+                ensure_replaceable(out, ("labels", "student"))
                 shutil.rmtree(out)
             barrier(dist)
             if cfg.resume and (labels / "index.json").exists() and dist.main:

@@ -216,6 +216,9 @@ def _prepare_out(cfg: TrainConfig, dist: Dist) -> Path | None:
                     f"output '{out}' already exists",
                     "pass --resume to continue that run, --overwrite to start again, or choose another folder",
                 )
+            from depthcli.io.atomic import ensure_replaceable
+
+            ensure_replaceable(out, ("checkpoints", "model", "history.json"))
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume and resume_from is None:

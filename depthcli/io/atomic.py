@@ -18,16 +18,51 @@ from typing import Callable, Iterator
 from depthcli.errors import DepthcliError
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output without ``overwrite``, and an unwritable parent."""
+#: Written into every folder depthcli creates, so ``--overwrite`` can tell a
+#: previous depthcli output from a folder it must never delete.
+MARKER = ".depthcli"
+
+
+def ensure_replaceable(out: Path, markers: tuple[str, ...] = ()) -> None:
+    """Refuse to delete ``out`` unless it is empty or looks like a depthcli output.
+
+    A folder counts as depthcli's if it holds :data:`MARKER`, ``dataset.json``,
+    or one of ``markers`` (e.g. ``job.json`` of a training job). This keeps
+    ``--overwrite`` with a mistyped path from deleting a user's folder.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
+    if not any(out.iterdir()):
+        return
+    if any((out / m).exists() for m in (MARKER, "dataset.json", *markers)):
+        return
+    raise DepthcliError(
+        f"'{out}' is not a folder depthcli created; refusing to replace it", "choose another output folder"
+    )
+
+
+def mark_output(folder: Path, what: str) -> None:
+    """Write :data:`MARKER` into a folder depthcli creates."""
+    import json
+
+    from depthcli import __version__
+
+    (Path(folder) / MARKER).write_text(json.dumps({"created_by": f"depthcli {__version__}", "what": what}) + "\n")
+
+
+def check_output_dir(out: Path, overwrite: bool, markers: tuple[str, ...] = ()) -> None:
+    """Refuse an existing output without ``overwrite`` (or one depthcli did not
+    create, even with it), and an unwritable parent."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise DepthcliError(
             f"output '{out}' already exists",
             "pass --overwrite to replace it, or choose another output folder",
         )
-    if out.exists() and not out.is_dir():
-        raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
+    ensure_replaceable(out, markers)
     parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +87,7 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         raise DepthcliError(f"cannot write to '{parent}': {exc.strerror}", "choose a writable output folder") from None
     try:
         yield tmp
+        mark_output(tmp, "output")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

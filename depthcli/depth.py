@@ -121,3 +121,26 @@ def backproject_depth(
         world_from_cam = np.linalg.inv(cam_from_world)
         pts = pts @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
     return pts, np.stack([rows, cols], axis=1)
+
+
+def downscale_depth_valid(depth: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink a depth map by an integer ``factor`` without mixing values.
+
+    Each ``factor x factor`` block (rows/columns beyond a multiple of ``factor``
+    are dropped) takes its valid pixel nearest to the block centre (ties:
+    row-major order); a block without a valid pixel is invalid (0). Depths are
+    never averaged, so no value is invented between a foreground and background.
+    """
+    f = int(factor)
+    depth = np.asarray(depth, dtype=np.float32)
+    if f == 1:
+        return depth.copy()
+    h, w = depth.shape[0] // f, depth.shape[1] // f
+    blocks = depth[: h * f, : w * f].reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, f * f)
+    r, c = np.divmod(np.arange(f * f), f)
+    order = np.argsort((r - (f - 1) / 2.0) ** 2 + (c - (f - 1) / 2.0) ** 2, kind="stable")
+    blocks = blocks[:, :, order]
+    valid = valid_mask(blocks)
+    out = np.take_along_axis(blocks, valid.argmax(axis=2)[..., None], axis=2)[..., 0]
+    out[~valid.any(axis=2)] = INVALID
+    return out

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from depthcli.depth import downscale_depth_valid  # noqa: F401 (re-exported)
+
 from depthcli.errors import DepthcliError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -533,22 +535,6 @@ def _dense_suffix(stereo_dir: Path) -> str:
 # --------------------------------------------------------------------------- conversion
 
 
-def downscale_depth_valid(depth: np.ndarray, n: int) -> np.ndarray:
-    """Shrink z-depth by an integer factor without mixing values (0 = invalid).
-
-    Each output pixel takes the *valid* input sample of its n x n block nearest
-    the block centre (ties: row-major order), 0 if the block has none; depths
-    are never averaged, so no value floats between a foreground and background.
-    """
-    h, w = depth.shape[0] // n, depth.shape[1] // n
-    blocks = depth[: h * n, : w * n].reshape(h, n, w, n).transpose(0, 2, 1, 3).reshape(h, w, n * n)
-    r, c = np.divmod(np.arange(n * n), n)
-    order = np.argsort((r + 0.5 - n / 2) ** 2 + (c + 0.5 - n / 2) ** 2, kind="stable")
-    blocks = blocks[:, :, order]
-    valid = np.isfinite(blocks) & (blocks > 0)
-    first = np.argmax(valid, axis=2)
-    out = np.take_along_axis(blocks, first[:, :, None], axis=2)[:, :, 0]
-    return np.where(valid.any(axis=2), out, 0).astype(np.float32)
 
 
 def convert_colmap(cfg: "ConvertConfig", folder: Path) -> dict[str, Any]:

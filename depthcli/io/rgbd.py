@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from depthcli.depth import downscale_depth_valid  # noqa: F401 (re-exported)
+
 from depthcli.errors import DepthcliError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -213,31 +215,6 @@ def decode_depth(raw: np.ndarray, encoding: str = "linear", raw_scale: float | N
     return sanitize_depth(out)
 
 
-def downscale_depth_valid(depth: np.ndarray, factor: int) -> np.ndarray:
-    """Shrink a depth map by an integer ``factor`` without mixing invalid pixels.
-
-    Each ``factor x factor`` block (blocks start at the top-left; rows/columns
-    beyond a multiple of ``factor`` are dropped) takes the value of its valid
-    pixel nearest to the block centre (ties: row-major order); a block with no
-    valid pixel is invalid (0). No averaging, so no depth is invented across
-    edges or holes.
-    """
-    from depthcli.depth import valid_mask
-
-    f = int(factor)
-    if f == 1:
-        return np.asarray(depth, dtype=np.float32).copy()
-    h, w = depth.shape[0] // f, depth.shape[1] // f
-    blocks = np.asarray(depth, dtype=np.float32)[: h * f, : w * f].reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, f * f)
-    centre = (f - 1) / 2.0
-    offsets = [(r, c) for r in range(f) for c in range(f)]
-    order = sorted(range(f * f), key=lambda i: ((offsets[i][0] - centre) ** 2 + (offsets[i][1] - centre) ** 2, i))
-    blocks = blocks[:, :, order]
-    valid = valid_mask(blocks)
-    first = valid.argmax(axis=2)
-    out = np.take_along_axis(blocks, first[..., None], axis=2)[..., 0]
-    out[~valid.any(axis=2)] = 0.0
-    return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- TUM

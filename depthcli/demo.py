@@ -132,9 +132,27 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list) -> dict[str, Any]
     for name, model in (("teacher", teacher["model"]), ("student", student["model"])):
         predict(PredictConfig(model=Path(model), images=data / "heldout" / "images", out=data / f"pred_{name}", threads=cfg.threads))
         preds.append(data / f"pred_{name}")
+    preds.append(_ramp_baseline(data / "heldout", data / "pred_ramp"))
     res = evaluate(EvalConfig(preds=preds, gt=data / "heldout", align="lstsq-disparity", pred_kind="disparity"))
     tables.append(("estimators on held-out scenes (affine-invariant disparity, lstsq-disparity alignment)", res))
     return {"teacher": teacher["model"], "student": student["model"]}
+
+
+def _ramp_baseline(gt: Path, out: Path) -> Path:
+    """A trivial baseline: disparity growing linearly down the image (floor near, ceiling far)."""
+    import numpy as np
+
+    from depthcli.io.atomic import atomic_output_dir
+    from depthcli.io.dataset import DatasetWriter, load_dataset
+
+    ds = load_dataset(gt)
+    with atomic_output_dir(out) as tmp:
+        writer = DatasetWriter(tmp, depth_units="affine", depth_kind="disparity", source={"kind": "baseline", "name": "vertical ramp"})
+        for f in ds.frames:
+            ramp = np.repeat(np.arange(f.height, dtype=np.float32)[:, None] + 1.0, f.width, axis=1)
+            writer.add_frame(f.name, ramp, f.K, f.cam_from_world)
+        writer.close()
+    return out
 
 
 def _label(img, text: str):

@@ -13,7 +13,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "demo"
     summary = run_demo(DemoConfig(out=out, width=64, height=48, frames=8, splat_steps=40, scenes=2, estimator_steps=6))
     # Every stage left a complete dataset behind.
-    for name in ("scene", "from_colmap", "from_rgbd", "renders", "estimators/pred_teacher", "estimators/pred_student"):
+    for name in ("scene", "from_colmap", "from_rgbd", "renders", "estimators/pred_teacher", "estimators/pred_student", "estimators/pred_ramp"):
         assert (out / name / "dataset.json").is_file(), name
     assert load_dataset(out / "from_colmap").depth_units == "sfm"
     assert load_dataset(out / "from_rgbd").depth_units == "m"

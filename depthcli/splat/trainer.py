@@ -114,11 +114,10 @@ def depth_metrics(
     n_valid = int(valid.sum())
     out = {"coverage": float(covered.sum() / n_valid) if n_valid else float("nan"), "valid_pixels": n_valid}
     if covered.any():
-        p = pred[covered].astype(np.float64)
-        g = gt[covered].astype(np.float64)
-        out["abs_rel"] = float(np.mean(np.abs(p - g) / g))
-        out["rmse"] = float(np.sqrt(np.mean((p - g) ** 2)))
-        out["delta1"] = float(np.mean(np.maximum(p / g, g / p) < 1.25))
+        from depthcli.metrics import depth_metrics as standard_metrics
+
+        m = standard_metrics(pred, gt, covered)  # the same formulas as `depthcli eval`
+        out.update(abs_rel=m["abs_rel"], rmse=m["rmse"], delta1=m["delta1"])
     else:
         out.update(abs_rel=float("nan"), rmse=float("nan"), delta1=float("nan"))
     return out

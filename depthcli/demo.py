@@ -7,9 +7,10 @@ Stages (each one a library call the matching command also makes):
 2. ``convert``: both exports back into depth datasets (sparse SfM depth, metric RGB-D);
 3. ``splat-train``: depth-only Gaussian splats (expected depth "ED") on the RGB-D
    conversion, then ``render`` of every view;
-4. ``train`` / ``distill``: a tiny Depth-Anything-style teacher on synthetic labels,
-   pseudo-labels on unlabeled images of other scenes, a student on those only;
-5. ``eval``: tables comparing everything with the exact depth, and an overview picture.
+4. ``eval``: the renders against the exact depth;
+5. ``train`` / ``distill`` / ``predict`` / ``eval``: a tiny Depth-Anything-style teacher on
+   synthetic labels, pseudo-labels on unlabeled images of other scenes, a student on those
+   only, both (and a vertical-ramp baseline) scored on a held-out scene; an overview picture.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     render_dataset(out / "splats" / "splats.ply", out / "from_rgbd", out / "renders", mode="ED")
     summary["splat_heldout"] = splat_summary.get("heldout", splat_summary)
 
-    _stage("5/5 eval: rendered depth vs exact depth")
+    _stage("4/5 eval: rendered depth vs exact depth")
     from depthcli.evaluation import EvalConfig, evaluate
 
     tables = []
@@ -114,7 +115,7 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list) -> dict[str, Any]
     from depthcli.evaluation import EvalConfig, evaluate
     from depthcli.synth.generate import SynthConfig, synthesize
 
-    _stage("4/5 train + distill: tiny teacher on synthetic labels, student on its pseudo-labels")
+    _stage("5/5 train + distill: tiny teacher on synthetic labels, student on its pseudo-labels, eval")
     data = out / "estimators"
     size = dict(width=cfg.width, height=cfg.height)
     # Labeled synthetic scenes for the teacher, unlabeled images of other scenes for

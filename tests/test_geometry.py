@@ -53,3 +53,17 @@ def test_splat_sparse_depth_nearest_wins():
     # Point 3 is outside (col 5 >= 3), point 4 is behind the camera.
     assert (depth > 0).sum() == 2
     assert index[1, 0] == -1
+
+
+def test_quaternion_rotation_round_trip_and_hand_value():
+    from depthcli.geometry import quaternion_from_rotation, rotation_from_quaternion
+
+    # 90 degrees about z: (w, x, y, z) = (cos 45, 0, 0, sin 45) maps x -> y.
+    R = rotation_from_quaternion([np.sqrt(0.5), 0, 0, np.sqrt(0.5)])
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        T = _random_pose(rng)  # random rotation built in this file
+        q = quaternion_from_rotation(T[:3, :3])
+        assert q[0] >= 0
+        np.testing.assert_allclose(rotation_from_quaternion(q), T[:3, :3], atol=1e-12)

@@ -275,14 +275,9 @@ def world_from_cam_from_tum(values: list[float]) -> np.ndarray:
     n = np.linalg.norm(q)
     if not np.isfinite(n) or n < 1e-12:
         raise DepthcliError(f"groundtruth quaternion {values[3:]} is not a rotation")
-    w, x, y, z = q / n
-    R = np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    from depthcli.geometry import rotation_from_quaternion
+
+    R = rotation_from_quaternion(q)
     T = np.eye(4)
     T[:3, :3] = R
     T[:3, 3] = (tx, ty, tz)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depthcli.geometry import quaternion_from_rotation
+
 #: Camera models we render, with their distortion parameters.
 COLMAP_CAMERAS = ("PINHOLE", "SIMPLE_RADIAL", "OPENCV")
 _OPENCV_DIST = (-0.12, 0.04, 0.0015, -0.001)  # k1, k2, p1, p2: mild barrel distortion, as a real lens
@@ -80,26 +82,6 @@ def project_distorted(points: np.ndarray, K: np.ndarray, cam_from_world: np.ndar
     xyd = distort(xy, model)
     uv = np.stack([K[0, 0] * xyd[:, 0] + K[0, 2], K[1, 1] * xyd[:, 1] + K[1, 2]], axis=1)
     return uv, z
-
-
-def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) with w >= 0 of a rotation matrix."""
-    tr = np.trace(R)
-    if tr > 0:
-        s = 2 * np.sqrt(tr + 1)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = 2 * np.sqrt(1 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif R[1, 1] > R[2, 2]:
-        s = 2 * np.sqrt(1 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = 2 * np.sqrt(1 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
 
 
 def write_colmap_model(
@@ -184,7 +166,7 @@ def write_colmap_model(
              "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
              "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
     for j, (name, _, _, pose) in enumerate(views):
-        q = rotation_to_quaternion(pose[:3, :3])
+        q = quaternion_from_rotation(pose[:3, :3])
         t = pose[:3, 3]
         lines.append(f"{j + 1} " + " ".join(f"{x:.17g}" for x in (*q, *t)) + f" 1 {name}.png")
         lines.append(" ".join(f"{x:.17g} {y:.17g} {pid if keep[pid - 1] else -1}" for x, y, pid in obs[j]))

@@ -19,9 +19,3 @@ class DepthcliError(Exception):
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.message if not self.hint else f"{self.message} ({self.hint})"
-
-
-def check(condition: bool, message: str, hint: str | None = None) -> None:
-    """Raise :class:`DepthcliError` unless ``condition`` holds."""
-    if not condition:
-        raise DepthcliError(message, hint)

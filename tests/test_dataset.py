@@ -162,3 +162,16 @@ def test_overwrite_never_replaces_a_foreign_folder(tmp_path):
     with atomic_output_dir(tmp_path / "ds", overwrite=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == [MARKER, "b"]
+
+
+def test_depth_preview_near_bright_far_dark_invalid_black():
+    import cv2
+
+    from depthcli.io.previews import colorize_depth
+
+    depth = np.array([[1.0, 4.0, 0.0]], np.float32)
+    rgb = colorize_depth(depth, lo=1.0, hi=4.0)
+    lut = cv2.applyColorMap(np.array([[255, 0]], np.uint8), cv2.COLORMAP_MAGMA)[0, :, ::-1]
+    assert rgb[0, 0].tolist() == lut[0].tolist()  # nearest depth -> top of the colormap
+    assert rgb[0, 1].tolist() == lut[1].tolist()  # farthest -> bottom
+    assert rgb[0, 2].tolist() == [0, 0, 0]  # invalid

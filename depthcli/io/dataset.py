@@ -18,7 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -152,10 +152,6 @@ class DepthDataset:
     def has_images(self) -> bool:
         return any(f.image is not None for f in self.frames)
 
-    def iter_depth(self) -> Iterator[tuple[Frame, np.ndarray]]:
-        for f in self.frames:
-            yield f, self.read_depth(f)
-
 
 def _matrix(value: Any, shape: tuple[int, int], what: str, where: str) -> np.ndarray:
     try:
@@ -277,7 +273,9 @@ class DatasetWriter:
         self._valid = 0
         self._pixels = 0
         self.overflow = 0
-        self._preview_queue: list[tuple[str, np.ndarray]] = []
+        # Previews share one colour scale, known only once every frame is in: keep a
+        # small sample of each frame's values now, draw previews from the files at close.
+        self._preview_samples: list[np.ndarray] = []
         (self.folder / "depth").mkdir(parents=True, exist_ok=True)
 
     def _unique_stem(self, name: str) -> str:
@@ -346,7 +344,7 @@ class DatasetWriter:
         if valid.any():
             self._ranges.append((float(depth[valid].min()), float(depth[valid].max())))
         if self.previews:
-            self._preview_queue.append((stem, depth))
+            self._preview_samples.append(depth[valid][:: max(1, depth.size // 20000)])
         frame = Frame(
             name=name,
             image=image_rel,
@@ -368,29 +366,25 @@ class DatasetWriter:
         return min(r[0] for r in self._ranges), max(r[1] for r in self._ranges)
 
     def _write_previews(self) -> tuple[float, float] | None:
+        import cv2
+
+        from depthcli.io.depth_files import read_depth_file
         from depthcli.io.images import write_image_rgb
         from depthcli.io.previews import colorize_depth, colorize_values
 
-        if not self._preview_queue:
-            return None
-        # One colour scale for the whole dataset: 1st-99th percentile of valid depth.
-        samples = [d[valid_mask(d)][:: max(1, d.size // 20000)] for _, d in self._preview_queue]
-        allv = np.concatenate([s for s in samples if s.size] or [np.zeros(0, np.float32)])
+        allv = np.concatenate(self._preview_samples or [np.zeros(0, np.float32)])
         if allv.size == 0:
             return None
+        # One colour scale for the whole dataset: 1st-99th percentile of valid depth.
         lo, hi = float(np.percentile(allv, 1)), float(np.percentile(allv, 99))
         (self.folder / "previews").mkdir(exist_ok=True)
-        for stem, d in self._preview_queue:
-            if self.depth_kind == "disparity":
-                rgb = colorize_values(d, valid_mask(d), lo, hi)
-            else:
-                rgb = colorize_depth(d, lo, hi)
-            if valid_mask(d).mean() < 0.05:  # sparse depth: grow points so they are visible
-                import cv2
-
+        for frame in self.frames:
+            d = read_depth_file(self.folder / frame.depth, frame.depth_scale)
+            valid = valid_mask(d)
+            rgb = colorize_values(d, valid, lo, hi) if self.depth_kind == "disparity" else colorize_depth(d, lo, hi)
+            if valid.mean() < 0.05:  # sparse depth: grow points so they are visible
                 rgb = cv2.dilate(rgb, np.ones((3, 3), np.uint8))
-            write_image_rgb(self.folder / "previews" / f"{stem}.png", rgb)
-        self._preview_queue.clear()
+            write_image_rgb(self.folder / "previews" / f"{Path(frame.depth).stem}.png", rgb)
         return lo, hi
 
     def close(self) -> dict[str, Any]:

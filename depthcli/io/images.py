@@ -36,9 +36,3 @@ def write_image_rgb(path: Path, image: np.ndarray) -> None:
         ok = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DepthcliError(f"cannot write image '{path}'")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file."""
-    img = read_image_rgb(path)
-    return img.shape[1], img.shape[0]

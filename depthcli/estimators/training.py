@@ -165,12 +165,15 @@ def latest_checkpoint(out: Path) -> Path | None:
 def _load_trainer_state(ck: Path) -> dict[str, Any]:
     """Optimizer state and counters of a checkpoint: tensors and plain data only, never code."""
     import pickle
+    import warnings
 
     import torch
 
     path = ck / "trainer_state.pt"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DepthcliError(f"--resume: '{path}' holds more than tensors and plain data; refusing to load it",
                             "checkpoints from another source are never unpickled; start again with --overwrite") from None

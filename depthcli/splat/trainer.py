@@ -228,6 +228,7 @@ def _prepare_out(cfg: SplatTrainConfig, stack) -> Path:
 def _load_checkpoint(out: Path) -> dict:
     """The newest readable checkpoint of a job (tensors and plain data only, never code)."""
     import pickle
+    import warnings
 
     import torch
 
@@ -237,20 +238,19 @@ def _load_checkpoint(out: Path) -> dict:
     ckpts = _checkpoints(out)
     if not ckpts:
         raise DepthcliError(f"--resume: no checkpoint in '{folder}'", "start without --resume (or check the folder)")
-    unsafe = None
     for path in reversed(ckpts):
         path = resolve_inside(folder, path.name, f"checkpoint '{path}'")
         try:
             # weights_only: tensors, numbers, strings and containers; anything else
-            # (a pickled object that could run code) is refused, not executed.
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # (a pickled object that could run code) is refused, never executed.
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            unsafe = unsafe or path
+            raise DepthcliError(f"--resume: checkpoint '{path}' holds more than tensors and plain data; refusing to load it",
+                                "depthcli never unpickles objects; start again with --overwrite") from None
         except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
             continue
-    if unsafe is not None:
-        raise DepthcliError(f"--resume: checkpoint '{unsafe}' holds more than tensors and plain data; refusing to load it",
-                            "checkpoints from another source are never unpickled; start again with --overwrite")
     raise DepthcliError(f"--resume: no readable checkpoint in '{folder}'", "start again with --overwrite")
 
 

@@ -48,6 +48,9 @@ T_MIN = 1e-4
 #: relative and absolute slack on the bounding box of the alpha >= 1/255 ellipse
 BOX_SLACK_REL = 1e-3
 BOX_SLACK_PX = 0.01
+#: the same for the per-row column spans walked inside a tile
+SPAN_SLACK_REL = 1e-3
+SPAN_SLACK_PX = 0.02
 
 _KERNELS = None
 
@@ -124,12 +127,47 @@ def _build_kernels():
                     cursor[t] += 1
         return counts, ids
 
+    @njit(cache=True, inline="always")
+    def row_range(my, a, b, c, lim, r_lo, r_hi):
+        """Rows in [r_lo, r_hi) whose pixel centres may lie in the ellipse sigma <= lim."""
+        det = float(a) * float(c) - float(b) * float(b)
+        if not (det > 0.0 and a > 0):
+            return r_lo, r_hi
+        ls = float(lim) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_REL
+        ey = math.sqrt(2.0 * ls * float(a) / det) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_PX
+        r0 = max(int(math.ceil(float(my) - ey - 0.5)), r_lo)
+        r1 = min(int(math.floor(float(my) + ey - 0.5)) + 1, r_hi)
+        return r0, r1
+
+    @njit(cache=True, inline="always")
+    def col_range(row, mx, my, a, b, c, lim, c_lo, c_hi):
+        """Columns in [c_lo, c_hi) of ``row`` whose pixel centres may lie in sigma <= lim."""
+        fa = float(a)
+        if not (fa > 0.0 and float(a) * float(c) - float(b) * float(b) > 0.0):
+            return c_lo, c_hi
+        ls = float(lim) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_REL
+        dy = row + 0.5 - float(my)
+        disc = (float(b) * float(b) - fa * float(c)) * dy * dy + 2.0 * fa * ls
+        if disc < 0.0:
+            return c_lo, c_lo
+        half = math.sqrt(disc) / fa
+        half = half * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_PX
+        centre = float(mx) - float(b) * dy / fa
+        c0 = max(int(math.ceil(centre - half - 0.5)), c_lo)
+        c1 = min(int(math.floor(centre + half - 0.5)) + 1, c_hi)
+        return c0, c1
+
     @njit(parallel=True, cache=True, fastmath=False)
     def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
                 out, acc, t_final, last, n_pairs):
         """Front-to-back compositing, one tile per task. ``out`` [C*H*W, F], ``acc``,
         ``t_final`` [C*H*W] (float32), ``last`` [C*H*W] (int64: index into ``ids`` of the
-        pixel's last composited Gaussian, -1 if none), ``n_pairs`` [tiles] (pairs composited)."""
+        pixel's last composited Gaussian, -1 if none), ``n_pairs`` [tiles] (pairs composited).
+
+        Within a tile the Gaussians are taken front to back and each one visits only the
+        tile pixels of its (enlarged) alpha >= 1/255 ellipse, row span by row span; every
+        visited pixel applies the exact rules. Per pixel this is the same front-to-back
+        sequence as walking the whole list."""
         n_tiles = offsets.shape[0] - 1
         F = feats.shape[1]
         hw = height * width
@@ -138,72 +176,73 @@ def _build_kernels():
             cam = t // n_tiles_per_cam
             tl = t - cam * n_tiles_per_cam
             ty, tx = tl // n_tiles_x, tl % n_tiles_x
-            r_end, c_end = min(ty * TILE + TILE, height), min(tx * TILE + TILE, width)
-            n = e - s
-            # this tile's Gaussians, gathered contiguously
-            lx = np.empty(n, dtype=np.float32)
-            ly = np.empty(n, dtype=np.float32)
-            la = np.empty(n, dtype=np.float32)
-            lb = np.empty(n, dtype=np.float32)
-            lc = np.empty(n, dtype=np.float32)
-            lo = np.empty(n, dtype=np.float32)
-            llim = np.empty(n, dtype=np.float32)
-            lf = np.empty((n, F), dtype=np.float32)
-            for k in range(n):
-                g = ids[s + k]
-                lx[k] = mx[g]
-                ly[k] = my[g]
-                la[k] = ca[g]
-                lb[k] = cb[g]
-                lc[k] = cc[g]
-                o = opac[g]
-                lo[k] = o
-                llim[k] = np.float32(math.log(o * np.float32(255.0))) + lim_slack if o > 0 else np.float32(-1.0)
-                for f in range(F):
-                    lf[k, f] = feats[g, f]
-            accf = np.empty(F, dtype=np.float32)
+            r_lo, c_lo = ty * TILE, tx * TILE
+            r_hi, c_hi = min(r_lo + TILE, height), min(c_lo + TILE, width)
+            tw = c_hi - c_lo
+            n_px = (r_hi - r_lo) * tw
+            T = np.ones(n_px, dtype=np.float32)
+            wsum = np.zeros(n_px, dtype=np.float32)
+            accf = np.zeros((n_px, F), dtype=np.float32)
+            lastk = np.full(n_px, -1, dtype=np.int64)
+            done = np.zeros(n_px, dtype=np.bool_)
+            n_done = 0
             count = 0
-            for row in range(ty * TILE, r_end):
-                py = np.float32(row) + np.float32(0.5)
-                for col in range(tx * TILE, c_end):
-                    px = np.float32(col) + np.float32(0.5)
-                    pix = cam * hw + row * width + col
-                    T = np.float32(1.0)
-                    wsum = np.float32(0.0)
-                    for f in range(F):
-                        accf[f] = 0.0
-                    lastk = -1
-                    for k in range(n):
-                        dx = px - lx[k]
-                        dy = py - ly[k]
-                        sigma = np.float32(0.5) * (la[k] * dx * dx + lc[k] * dy * dy) + lb[k] * dx * dy
-                        if sigma < 0 or sigma > llim[k]:
+            for k in range(s, e):
+                if n_done == n_px:
+                    break
+                g = ids[k]
+                o = opac[g]
+                if not (o * np.float32(255.0) > np.float32(1.0)):
+                    continue
+                lim = np.float32(math.log(o * np.float32(255.0))) + lim_slack
+                gx, gy, a, b, c = mx[g], my[g], ca[g], cb[g], cc[g]
+                r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
+                for row in range(r0, r1):
+                    c0, c1 = col_range(row, gx, gy, a, b, c, lim, c_lo, c_hi)
+                    dy = np.float32(row) + np.float32(0.5) - gy
+                    base = (row - r_lo) * tw - c_lo
+                    for col in range(c0, c1):
+                        q = base + col
+                        if done[q]:
                             continue
-                        alpha = min(alpha_max, lo[k] * np.float32(math.exp(-sigma)))
+                        dx = np.float32(col) + np.float32(0.5) - gx
+                        sigma = np.float32(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy
+                        if sigma < 0 or sigma > lim:
+                            continue
+                        alpha = min(alpha_max, o * np.float32(math.exp(-sigma)))
                         if alpha < alpha_min:
                             continue
-                        t_next = T * (np.float32(1.0) - alpha)
+                        Tq = T[q]
+                        t_next = Tq * (np.float32(1.0) - alpha)
                         if t_next <= t_min:
-                            break
-                        w = alpha * T
+                            done[q] = True
+                            n_done += 1
+                            continue
+                        w = alpha * Tq
                         for f in range(F):
-                            accf[f] += w * lf[k, f]
-                        wsum += w
-                        T = t_next
-                        lastk = k
+                            accf[q, f] += w * feats[g, f]
+                        wsum[q] += w
+                        T[q] = t_next
+                        lastk[q] = k
                         count += 1
+            for row in range(r_lo, r_hi):
+                for col in range(c_lo, c_hi):
+                    q = (row - r_lo) * tw + col - c_lo
+                    pix = cam * hw + row * width + col
                     for f in range(F):
-                        out[pix, f] = accf[f]
-                    acc[pix] = wsum
-                    t_final[pix] = T
-                    last[pix] = s + lastk if lastk >= 0 else -1
+                        out[pix, f] = accf[q, f]
+                    acc[pix] = wsum[q]
+                    t_final[pix] = T[q]
+                    last[pix] = lastk[q]
             n_pairs[t] = count
 
     @njit(parallel=True, cache=True, fastmath=False)
     def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
                  t_final, last, g_out, g_acc, slots):
         """Back-to-front gradients, one tile per task. ``slots`` [len(ids), 6 + F]: per
-        intersection dL/d(mx, my, a, b, c, o, f...)."""
+        intersection dL/d(mx, my, a, b, c, o, f...). The tile's Gaussians are taken back
+        to front from the last one any pixel composited; each pixel only takes those at or
+        before its own last one, recovering ``T`` by division and keeping the suffix sum."""
         n_tiles = offsets.shape[0] - 1
         F = feats.shape[1]
         hw = height * width
@@ -214,73 +253,77 @@ def _build_kernels():
             cam = t // n_tiles_per_cam
             tl = t - cam * n_tiles_per_cam
             ty, tx = tl // n_tiles_x, tl % n_tiles_x
-            r_end, c_end = min(ty * TILE + TILE, height), min(tx * TILE + TILE, width)
-            n = e - s
-            lx = np.empty(n, dtype=np.float32)
-            ly = np.empty(n, dtype=np.float32)
-            la = np.empty(n, dtype=np.float32)
-            lb = np.empty(n, dtype=np.float32)
-            lc = np.empty(n, dtype=np.float32)
-            lo = np.empty(n, dtype=np.float32)
-            llim = np.empty(n, dtype=np.float32)
-            lf = np.empty((n, F), dtype=np.float32)
-            for k in range(n):
-                g = ids[s + k]
-                lx[k] = mx[g]
-                ly[k] = my[g]
-                la[k] = ca[g]
-                lb[k] = cb[g]
-                lc[k] = cc[g]
-                o = opac[g]
-                lo[k] = o
-                llim[k] = np.float32(math.log(o * np.float32(255.0))) + lim_slack if o > 0 else np.float32(-1.0)
-                for f in range(F):
-                    lf[k, f] = feats[g, f]
-            gf = np.empty(F, dtype=np.float32)
-            for row in range(ty * TILE, r_end):
-                py = np.float32(row) + np.float32(0.5)
-                for col in range(tx * TILE, c_end):
+            r_lo, c_lo = ty * TILE, tx * TILE
+            r_hi, c_hi = min(r_lo + TILE, height), min(c_lo + TILE, width)
+            tw = c_hi - c_lo
+            n_px = (r_hi - r_lo) * tw
+            T = np.empty(n_px, dtype=np.float32)
+            S = np.zeros(n_px, dtype=np.float32)
+            lastk = np.empty(n_px, dtype=np.int64)
+            ga = np.empty(n_px, dtype=np.float32)
+            gf = np.empty((n_px, F), dtype=np.float32)
+            k_max = -1
+            for row in range(r_lo, r_hi):
+                for col in range(c_lo, c_hi):
+                    q = (row - r_lo) * tw + col - c_lo
                     pix = cam * hw + row * width + col
-                    lastk = last[pix]
-                    if lastk < 0:
-                        continue
-                    px = np.float32(col) + np.float32(0.5)
-                    T = t_final[pix]
-                    S = np.float32(0.0)
-                    ga = g_acc[pix]
+                    T[q] = t_final[pix]
+                    lastk[q] = last[pix]
+                    k_max = max(k_max, last[pix])
+                    ga[q] = g_acc[pix]
                     for f in range(F):
-                        gf[f] = g_out[pix, f]
-                    for k in range(lastk - s, -1, -1):
-                        dx = px - lx[k]
-                        dy = py - ly[k]
-                        a, b, c = la[k], lb[k], lc[k]
+                        gf[q, f] = g_out[pix, f]
+            gsum = np.empty(6 + F, dtype=np.float32)
+            for k in range(k_max, s - 1, -1):
+                g = ids[k]
+                o = opac[g]
+                if not (o * np.float32(255.0) > np.float32(1.0)):
+                    continue
+                lim = np.float32(math.log(o * np.float32(255.0))) + lim_slack
+                gx, gy, a, b, c = mx[g], my[g], ca[g], cb[g], cc[g]
+                for j in range(6 + F):
+                    gsum[j] = 0.0
+                hit = False
+                r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
+                for row in range(r0, r1):
+                    c0, c1 = col_range(row, gx, gy, a, b, c, lim, c_lo, c_hi)
+                    dy = np.float32(row) + np.float32(0.5) - gy
+                    base = (row - r_lo) * tw - c_lo
+                    for col in range(c0, c1):
+                        q = base + col
+                        if k > lastk[q]:
+                            continue
+                        dx = np.float32(col) + np.float32(0.5) - gx
                         sigma = np.float32(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy
-                        if sigma < 0 or sigma > llim[k]:
+                        if sigma < 0 or sigma > lim:
                             continue
                         G = np.float32(math.exp(-sigma))
-                        raw = lo[k] * G
+                        raw = o * G
                         alpha = min(alpha_max, raw)
                         if alpha < alpha_min:
                             continue
+                        hit = True
                         one_m = np.float32(1.0) - alpha
-                        T = T / one_m  # transmittance before this Gaussian
-                        w = alpha * T
-                        gdot = ga
+                        Tq = T[q] / one_m  # transmittance before this Gaussian
+                        T[q] = Tq
+                        w = alpha * Tq
+                        gdot = ga[q]
                         for f in range(F):
-                            gdot += gf[f] * lf[k, f]
-                        g_alpha = T * gdot - S / one_m
-                        S += w * gdot
-                        slot = slots[s + k]
-                        for f in range(F):
-                            slot[6 + f] += w * gf[f]
+                            gdot += gf[q, f] * feats[g, f]
+                            gsum[6 + f] += w * gf[q, f]
+                        g_alpha = Tq * gdot - S[q] / one_m
+                        S[q] += w * gdot
                         if raw < alpha_max:
-                            slot[5] += g_alpha * G
+                            gsum[5] += g_alpha * G
                             g_sigma = -g_alpha * alpha
-                            slot[0] -= g_sigma * (a * dx + b * dy)
-                            slot[1] -= g_sigma * (c * dy + b * dx)
-                            slot[2] += np.float32(0.5) * g_sigma * dx * dx
-                            slot[3] += g_sigma * dx * dy
-                            slot[4] += np.float32(0.5) * g_sigma * dy * dy
+                            gsum[0] -= g_sigma * (a * dx + b * dy)
+                            gsum[1] -= g_sigma * (c * dy + b * dx)
+                            gsum[2] += np.float32(0.5) * g_sigma * dx * dx
+                            gsum[3] += g_sigma * dx * dy
+                            gsum[4] += np.float32(0.5) * g_sigma * dy * dy
+                if hit:
+                    for j in range(6 + F):
+                        slots[k, j] = gsum[j]
 
     @njit(cache=True)
     def reduce_slots(ids, slots, n_gauss):

@@ -53,6 +53,9 @@ def command(
     resize_depth: bool = typer.Option(
         False, "--resize-depth", help="RGB-D: resize depth to the colour size (nearest) instead of refusing a size mismatch."
     ),
+    camera_parameters: Optional[Path] = typer.Option(
+        None, "--camera-parameters", help="Hypersim: metadata_camera_parameters.csv (default: found beside or above SOURCE)."
+    ),
     json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Convert a COLMAP project or an RGB-D capture into a depth dataset."""
@@ -79,6 +82,7 @@ def command(
         intrinsics_file=intrinsics_file,
         depth_encoding=depth_encoding,
         resize_depth=resize_depth,
+        camera_parameters=camera_parameters,
     )
     summary = convert(cfg)
     report(summary, title=f"converted {summary.get('detected', from_)} -> {out}", as_json=json)

@@ -232,7 +232,7 @@ class _Source:
             self.units = ds.depth_units
             self.kind = "disparity" if ds.depth_kind == "disparity" else "depth"
             for f in ds.frames:
-                self.files[match_key(f.name)] = (ds.root / f.depth, f.depth_scale if f.depth_scale is not None else scale)
+                self.files[match_key(f.name)] = (ds.path_of(f.depth, f"frame '{f.name}' depth"), f.depth_scale if f.depth_scale is not None else scale)
             self.frames = {match_key(f.name): f for f in ds.frames}
             return
         if not self.path.is_dir():

@@ -70,8 +70,8 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
             out.append(
                 SampleRef(
                     name=f"{root.name}/{f.name}",
-                    image=root / f.image,
-                    target=root / f.depth,
+                    image=ds.path_of(f.image, f"frame '{f.name}' image"),
+                    target=ds.path_of(f.depth, f"frame '{f.name}' depth"),
                     kind=ds.depth_kind,
                     units=ds.depth_units,
                     depth_scale=f.depth_scale,

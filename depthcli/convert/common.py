@@ -19,6 +19,19 @@ from depthcli.convert.config import ConvertConfig
 from depthcli.errors import DepthcliError
 
 
+def K_from_opencv(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """depthcli's K for intrinsics published in OpenCV's pixel convention.
+
+    OpenCV (and ROS, Bouguet's toolbox, KITTI's calibration) put the centre of
+    pixel (col, row) at the integer point (col, row); depthcli (as COLMAP) puts
+    it at (col + 0.5, row + 0.5). The same camera therefore has cx, cy larger by
+    0.5 in depthcli; fx, fy are unchanged.
+    """
+    from depthcli.geometry import make_K
+
+    return make_K(fx, fy, cx + 0.5, cy + 0.5)
+
+
 def downscale_frame(
     depth: np.ndarray | None, K: np.ndarray, image: np.ndarray | None, factor: int, what: str = "frame"
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:

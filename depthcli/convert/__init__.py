@@ -98,7 +98,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise DepthcliError("--downscale must be a positive integer")
     if cfg.max_depth is not None and not cfg.max_depth > 0:
         raise DepthcliError("--max-depth must be positive")
-    check_output_dir(cfg.out, cfg.overwrite)
+    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
     if cfg.source_kind == "auto":
         kind, reason = detect_source(cfg.source)
         log(f"detected [bold]{kind}[/bold] source: {reason}")

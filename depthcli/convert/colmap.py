@@ -166,6 +166,35 @@ def check_dense_values(depth: np.ndarray, sparse_z: np.ndarray, path: Path) -> N
         )
 
 
+def _dense_path(maps: Path, im, suffix: str) -> Path:
+    return resolve_inside(maps, f"{im.name}{suffix}", f"COLMAP image {im.image_id} depth map")
+
+
+def _check_dense_maps(rec, images, maps: Path, suffix: str, point_xyz: np.ndarray, per_image: dict) -> None:
+    """Check every dense map before anything is written: present, one channel, the
+    camera's size (or a proportionally smaller one), finite and not absurd."""
+    for im in images:
+        camera = rec.cameras[im.camera_id]
+        dpath = _dense_path(maps, im, suffix)
+        if not dpath.is_file():
+            raise DepthcliError(f"--dense: depth map '{dpath}' is missing", "run patch_match_stereo on every image, or drop --dense")
+        depth = read_colmap_dense_array(dpath)
+        if depth.ndim != 2:
+            raise DepthcliError(f"'{dpath}' has {depth.shape[2]} channels, a depth map has 1")
+        w, h = int(camera.width), int(camera.height)
+        if model_name(camera) not in PINHOLE_MODELS:
+            raise DepthcliError(
+                f"--dense needs the undistorted model of COLMAP's dense workspace, but camera "
+                f"{camera.camera_id} is {model_name(camera)}",
+                "pass the dense workspace folder (image_undistorter output: images/, sparse/, stereo/)",
+            )
+        check_dense_map(depth, w, h, dpath)
+        T = cam_from_world_matrix(im)
+        idx = np.asarray(per_image[int(im.image_id)], dtype=np.int64)
+        z = (point_xyz[idx] @ T[2, :3] + T[2, 3]) if len(idx) else np.zeros(0)
+        check_dense_values(depth, z, dpath)
+
+
 # --------------------------------------------------------------------------- conversion
 
 
@@ -262,6 +291,9 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
               "outside_image": 0, "beyond_max_depth": 0}
     models_seen: set[str] = set()
 
+    if dense_suffix is not None:
+        _check_dense_maps(rec, images, lay.stereo_dir / "depth_maps", dense_suffix, point_xyz, per_image)
+
     for im in track(images, "colmap frames"):
         camera = rec.cameras[im.camera_id]
         models_seen.add(model_name(camera))
@@ -283,7 +315,7 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
                     f"{camera.camera_id} is {model_name(camera)}",
                     "pass the dense workspace folder (image_undistorter output: images/, sparse/, stereo/)",
                 )
-            dpath = resolve_inside(lay.stereo_dir / "depth_maps", f"{im.name}{dense_suffix}", f"COLMAP image {im.image_id} depth map")
+            dpath = _dense_path(lay.stereo_dir / "depth_maps", im, dense_suffix)
             if not dpath.is_file():
                 raise DepthcliError(
                     f"--dense: depth map '{dpath}' is missing", "run patch_match_stereo on every image, or drop --dense"
@@ -299,7 +331,6 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
         K = und.K
         h, w = und.height, und.width
         if dense_depth is not None:
-            check_dense_map(dense_depth, w, h, dpath)
             if dense_depth.shape != (h, w):
                 # patch_match_stereo --max_image_size shrinks the maps: follow them.
                 dh, dw = dense_depth.shape
@@ -328,7 +359,6 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
         idx, uv, z = idx[near], uv[near], z[near]
         counts["kept"] += len(idx)
         if dense_depth is not None:
-            check_dense_values(dense_depth, z, dpath)
             depth = apply_far_cutoff(dense_depth, cfg.max_depth)
         else:
             depth, _ = splat_sparse_depth(uv, z, h, w)

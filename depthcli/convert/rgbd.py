@@ -63,6 +63,7 @@ from depthcli.io.rgbd import (
     check_K,
     decode_depth,
     file_size_wh,
+    is_8bit_image,
     read_K_file,
     read_pose_txt,
     read_raw_depth,
@@ -488,6 +489,11 @@ def _preflight(items: list[_Item], resize_depth: bool) -> None:
         for path in (it.depth, it.image):
             if path is not None and not path.is_file():
                 raise DepthcliError(f"frame '{it.name}': file '{path}' does not exist", "check the capture's file lists")
+        if is_8bit_image(it.depth):
+            raise DepthcliError(
+                f"depth image '{it.depth}' is 8-bit: 256 levels cannot hold depth",
+                "depth must be a 16-bit image or float (.npy, .pfm); an 8-bit file is usually a preview",
+            )
         if it.image is None or resize_depth:
             continue
         dsz, isz = file_size_wh(it.depth), file_size_wh(it.image)

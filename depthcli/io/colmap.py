@@ -337,6 +337,8 @@ def read_reconstruction(lay: ColmapLayout):
             rec.read_text(str(lay.model_dir))
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "VerifyParams" in str(exc):
+            first = "a camera has invalid parameters (NaN, or not what its model expects)"
         raise DepthcliError(
             f"cannot read the COLMAP model in '{lay.model_dir}': {first}",
             "the files are corrupt, truncated or inconsistent; re-export the model with COLMAP",

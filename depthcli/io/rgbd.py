@@ -265,3 +265,18 @@ def file_size_wh(path: Path) -> tuple[int, int] | None:
         return None
 
 
+
+
+def is_8bit_image(path: Path) -> bool:
+    """True when an image file's header says 8 bits per sample (PIL mode 1, L, P, LA, RGB, RGBA);
+    False for 16-bit / float files and for headers PIL cannot read (the full decode decides)."""
+    path = Path(path)
+    if path.suffix.lower() not in DEPTH_RAW_SUFFIXES:
+        return False
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.mode in ("1", "L", "P", "LA", "RGB", "RGBA")
+    except Exception:  # noqa: BLE001 - unknown header: let the full decode report it
+        return False

@@ -45,7 +45,7 @@ def command(
         "linear", "--depth-encoding", help="RGB-D raw depth encoding: linear, nyu-raw (Kinect disparity) or sun (bit-rotated mm)."
     ),
     intrinsics: Optional[Tuple[float, float, float, float]] = typer.Option(
-        None, "--intrinsics", help="RGB-D: colour camera FX FY CX CY (pixels)."
+        None, "--intrinsics", help="RGB-D: colour camera FX FY CX CY (pixels; pixel centres at +0.5: an OpenCV cx, cy + 0.5)."
     ),
     intrinsics_file: Optional[Path] = typer.Option(
         None, "--intrinsics-file", help="RGB-D: text file with a 3x3 K (or 'fx fy cx cy')."

@@ -19,7 +19,7 @@ def command(
     source: Path = typer.Argument(..., help="COLMAP project / model folder, or RGB-D capture folder."),
     out: Path = typer.Argument(..., help="Dataset folder to create."),
     from_: str = typer.Option(
-        "auto", "--from", help="Source layout: auto, colmap, tum, 7scenes, nyu, kitti or folder."
+        "auto", "--from", help="Source layout: auto, colmap, hypersim, vkitti2, tartanair, irs, blendedmvs, scannet, tum, 7scenes, nyu, kitti or folder."
     ),
     images: Optional[Path] = typer.Option(None, "--images", help="COLMAP: image folder when SOURCE is the model folder."),
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth beyond this (dataset units) becomes invalid (0)."),

@@ -13,6 +13,11 @@ convert.colmap     colmap                          io.colmap
 convert.rgbd       tum, 7scenes, nyu, kitti,       io.rgbd, io.depth_files
                    folder
 convert.hypersim   hypersim                        io.hypersim
+convert.vkitti2    vkitti2                         io.vkitti2
+convert.tartanair  tartanair                       io.tartanair
+convert.irs        irs                             io.irs (OpenEXR)
+convert.blendedmvs blendedmvs                      io.mvsnet, io.depth_files
+convert.scannet    scannet                         io.rgbd
 =================  ==============================  ===============================
 
 A family module provides ``KINDS``, ``detect(source) -> (kind, reason) | None``
@@ -34,6 +39,11 @@ __all__ = ["ConvertConfig", "convert", "detect_source", "SOURCE_FAMILIES", "SOUR
 SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
     "colmap": ("colmap",),
     "hypersim": ("hypersim",),
+    "vkitti2": ("vkitti2",),
+    "tartanair": ("tartanair",),
+    "irs": ("irs",),
+    "blendedmvs": ("blendedmvs",),
+    "scannet": ("scannet",),
     "rgbd": ("tum", "7scenes", "nyu", "kitti", "folder"),
 }
 SOURCE_KINDS = ("auto",) + tuple(k for kinds in SOURCE_FAMILIES.values() for k in kinds)
@@ -54,6 +64,16 @@ def _family_module(family: str):
         from depthcli.convert import rgbd as module
     elif family == "hypersim":
         from depthcli.convert import hypersim as module
+    elif family == "vkitti2":
+        from depthcli.convert import vkitti2 as module
+    elif family == "tartanair":
+        from depthcli.convert import tartanair as module
+    elif family == "irs":
+        from depthcli.convert import irs as module
+    elif family == "blendedmvs":
+        from depthcli.convert import blendedmvs as module
+    elif family == "scannet":
+        from depthcli.convert import scannet as module
     else:  # pragma: no cover - a SOURCE_FAMILIES entry without its import here
         raise DepthcliError(f"internal: no module for source family '{family}'")
     return module
@@ -73,7 +93,8 @@ def detect_source(source: Path) -> tuple[str, str]:
         if found is not None:
             return found
     raise DepthcliError(
-        f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), "
+        f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), Hypersim, "
+        "Virtual KITTI 2, TartanAir, IRS, BlendedMVS or ScanNet layout, "
         "TUM lists (rgb.txt, depth.txt), 7-Scenes frames (frame-*.depth.png) or color/ + depth/ folders",
         f"pass --from {'|'.join(SOURCE_KINDS[1:])}",
     )

@@ -72,6 +72,7 @@ class PlannedFrame:
     cam_from_world: np.ndarray  #: [4, 4] world -> camera, OpenCV axes
     image: Path | None = None  #: RGB image file of the same size, or None (depth-only)
     extra: dict[str, Any] = field(default_factory=dict)
+    resize_image: bool = False  #: resize the image to the depth size (area) instead of refusing a mismatch
 
 
 def write_frames(
@@ -83,8 +84,11 @@ def write_frames(
     depth_units: str,
     source: dict[str, Any],
     meta: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Decode and write ``frames`` into the (empty, temporary) dataset ``folder``."""
+    """Decode and write ``frames`` into the (empty, temporary) dataset ``folder``.
+
+    ``warnings`` are shown once the dataset is written (a refused run prints its error line only)."""
     from depthcli.console import progress_task, warn
     from depthcli.depth import apply_far_cutoff
     from depthcli.io.dataset import DatasetWriter
@@ -109,6 +113,12 @@ def write_frames(
         for fr in frames:
             depth = np.asarray(fr.load_depth(), dtype=np.float32)
             image = read_image_rgb(fr.image) if fr.image is not None else None
+            resized = False
+            if image is not None and image.shape[:2] != depth.shape and fr.resize_image:
+                import cv2
+
+                image = cv2.resize(image, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_AREA)
+                resized = True
             if image is not None and image.shape[:2] != depth.shape:
                 raise DepthcliError(
                     f"frame '{fr.name}': depth is {depth.shape[1]}x{depth.shape[0]} but image '{fr.image}' is "
@@ -118,10 +128,12 @@ def write_frames(
             if cfg.max_depth is not None:
                 depth = apply_far_cutoff(depth, cfg.max_depth)
             depth, K, image = downscale_frame(depth, fr.K, image, f, f"frame '{fr.name}'")
-            image_arg: Any = image if (image is not None and f > 1) else fr.image
+            image_arg: Any = image if (image is not None and (f > 1 or resized)) else fr.image
             writer.add_frame(fr.name, depth, K, fr.cam_from_world, image=image_arg, extra=fr.extra)
             bar.update(task, advance=1, info=fr.name)
     summary = writer.close()
+    for message in warnings or []:
+        warn(message)
     if writer.overflow:
         warn(f"{writer.overflow} depth pixels exceed the png16 range and were stored invalid (use a smaller --depth-scale or npy)")
     return summary

@@ -537,8 +537,6 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
         plan = _plan_folder(cfg, src, kind)
     items = plan.items[: cfg.max_frames] if cfg.max_frames else plan.items
     _preflight(items, cfg.resize_depth)
-    for message in plan.warnings:
-        warn(message)
     f = int(cfg.downscale)
     K_out = plan.K
     raw_scale = None if plan.encoding == "nyu-raw" else (plan.raw_scale if plan.encoding == "linear" else (plan.raw_scale or 1000.0))
@@ -597,6 +595,8 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
             writer.add_frame(it.name, depth, K_out, cam_from_world, image=image_arg, extra=extra)
             bar.update(task, advance=1, info=it.name)
     summary = writer.close()
+    for message in plan.warnings:  # after the write: a refused run prints its error line only
+        warn(message)
     if writer.overflow:
         warn(f"{writer.overflow} depth pixels exceed the png16 range at scale {png16_scale or 1000:g} and were stored invalid (use a smaller --depth-scale or npy)")
     out: dict[str, Any] = {

@@ -102,7 +102,6 @@ def detect_source(source: Path) -> tuple[str, str]:
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.source`` into a dataset at ``cfg.out``; returns a summary dict."""
-    from depthcli.console import log
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
 
     if cfg.source_kind not in SOURCE_KINDS:
@@ -121,10 +120,9 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise DepthcliError("--max-depth must be positive")
     check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
     if cfg.source_kind == "auto":
-        kind, reason = detect_source(cfg.source)
-        log(f"detected [bold]{kind}[/bold] source: {reason}")
+        kind, reason = detect_source(cfg.source)  # said in the summary: a refused run prints one line only
     else:
-        kind = cfg.source_kind
+        kind, reason = cfg.source_kind, "--from"
         if not Path(cfg.source).exists():
             raise DepthcliError(f"source '{cfg.source}' does not exist")
     if Path(cfg.out).absolute().resolve() == Path(cfg.source).absolute().resolve():
@@ -132,4 +130,4 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     module = _family_module(_family_of(kind))
     with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
         summary = module.convert_source(cfg, tmp, kind)
-    return {"source": str(cfg.source), "detected": kind, "out": str(cfg.out), **summary}
+    return {"source": str(cfg.source), "detected": kind, "detected_by": reason, "out": str(cfg.out), **summary}

@@ -62,6 +62,14 @@ def test_tum_nan_translation_refused(tmp_path, run_cli):
     assert "not finite" in line
 
 
+def test_tum_nan_timestamp_refused(tmp_path, run_cli):
+    root = _tum(tmp_path / "cap")
+    (root / "rgb.txt").write_text("nan rgb/1.000000.png\n")
+    out = tmp_path / "out"
+    line = assert_refused(run_cli, ["convert", root, out, "--from", "tum"], inputs=[root], absent=[out])
+    assert "rgb.txt:1" in line
+
+
 def test_8bit_depth_refused(tmp_path, run_cli):
     root = tmp_path / "cap"
     write_png(root / "color" / "0001.png", np.full((4, 6, 3), 90, np.uint8))

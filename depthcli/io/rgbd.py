@@ -119,7 +119,10 @@ def read_tum_list(path: Path, min_fields: int) -> list[tuple[float, list[str]]]:
         try:
             if len(parts) < 1 + min_fields:
                 raise ValueError
-            entries.append((float(parts[0]), parts[1:]))
+            stamp = float(parts[0])
+            if not np.isfinite(stamp):
+                raise ValueError
+            entries.append((stamp, parts[1:]))
         except ValueError:
             raise DepthcliError(f"{path}:{lineno}: expected 'timestamp' + {min_fields} field(s), got '{line[:60]}'") from None
     return entries

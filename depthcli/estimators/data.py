@@ -85,6 +85,35 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
     return out
 
 
+def samples_from_labels(labels: Path):
+    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
+    from depthcli.io.paths import resolve_inside
+
+    labels = Path(labels)
+    index = labels / "index.json"
+    if not index.is_file():
+        raise DepthcliError(
+            f"no complete pseudo-labels in '{labels}' (no index.json)",
+            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
+        )
+    try:
+        meta = json.loads(index.read_text())
+        images_root = Path(meta["images"])
+        items = [(str(it["name"]), it["label"]) for it in meta["items"]]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise DepthcliError(f"'{index}' is damaged", "label again with depthcli distill --stage label --overwrite") from None
+    # The index is data: each label must lie inside the label folder, each image
+    # inside the image folder it was labelled from.
+    refs = [
+        SampleRef(name=name, image=resolve_inside(images_root, name, f"'{index}' image"),
+                  target=resolve_inside(labels, label, f"'{index}' label"), kind="pseudo", units="affine")
+        for name, label in items
+    ]
+    if not refs:
+        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
+    return refs
+
+
 def shard(items: list, rank: int, world: int, equal: bool = True) -> list:
     """Rank ``rank``'s disjoint shard (``items[rank::world]``).
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from depthcli.errors import DepthcliError
+from depthcli.estimators.data import samples_from_labels  # noqa: F401 (lives in data.py: training reads it without importing this module)
 
 
 @dataclass
@@ -79,37 +80,6 @@ def label_stem(rel: str) -> str:
     from depthcli.io.dataset import safe_stem
 
     return f"{safe_stem(rel)}-{zlib.crc32(rel.encode()):08x}"
-
-
-def samples_from_labels(labels: Path):
-    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
-    from depthcli.estimators.data import SampleRef
-
-    from depthcli.io.paths import resolve_inside
-
-    labels = Path(labels)
-    index = labels / "index.json"
-    if not index.is_file():
-        raise DepthcliError(
-            f"no complete pseudo-labels in '{labels}' (no index.json)",
-            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
-        )
-    try:
-        meta = json.loads(index.read_text())
-        images_root = Path(meta["images"])
-        items = [(str(it["name"]), it["label"]) for it in meta["items"]]
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
-        raise DepthcliError(f"'{index}' is damaged", "label again with depthcli distill --stage label --overwrite") from None
-    # The index is data: each label must lie inside the label folder, each image
-    # inside the image folder it was labelled from.
-    refs = [
-        SampleRef(name=name, image=resolve_inside(images_root, name, f"'{index}' image"),
-                  target=resolve_inside(labels, label, f"'{index}' label"), kind="pseudo", units="affine")
-        for name, label in items
-    ]
-    if not refs:
-        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
-    return refs
 
 
 def fuse_teachers(disps: list[np.ndarray], name: str, agreement_on: bool, tol: float) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -37,7 +37,7 @@ DEPTH_FORMATS = ("npy", "png16")
 
 CONVENTIONS = {
     "camera_model": "PINHOLE (K of the stored, undistorted image)",
-    "pixel_centers": "pixel (row, col) has centre (col + 0.5, row + 0.5), as OpenCV/COLMAP",
+    "pixel_centers": "pixel (row, col) has centre (col + 0.5, row + 0.5), as COLMAP (OpenCV: integer centres, cx = cx_opencv + 0.5)",
     "camera_axes": "OpenCV: x right, y down, z forward",
     "pose": "cam_from_world maps world points to camera points: X_cam = R X_world + t",
     "invalid_value": 0,

@@ -18,7 +18,9 @@ cv2 = pytest.importorskip("cv2")
 from depthcli.convert import ConvertConfig, convert  # noqa: E402
 from depthcli.errors import DepthcliError  # noqa: E402
 from depthcli.io.dataset import load_dataset  # noqa: E402
-from depthcli.io.rgbd import associate_timestamps, decode_depth, detect, downscale_depth_valid  # noqa: E402
+from depthcli.convert.rgbd import detect  # noqa: E402
+from depthcli.depth import downscale_depth_valid  # noqa: E402
+from depthcli.io.rgbd import associate_timestamps, decode_depth  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEVEN = DATA / "rgbd" / "7scenes_redkitchen"

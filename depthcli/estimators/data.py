@@ -85,6 +85,25 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
     return out
 
 
+def samples_from_labels(labels: Path):
+    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
+    labels = Path(labels)
+    index = labels / "index.json"
+    if not index.is_file():
+        raise DepthcliError(
+            f"no complete pseudo-labels in '{labels}' (no index.json)",
+            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
+        )
+    meta = json.loads(index.read_text())
+    refs = [
+        SampleRef(name=it["name"], image=Path(it["image"]), target=labels / it["label"], kind="pseudo", units="affine")
+        for it in meta["items"]
+    ]
+    if not refs:
+        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
+    return refs
+
+
 def shard(items: list, rank: int, world: int, equal: bool = True) -> list:
     """Rank ``rank``'s disjoint shard (``items[rank::world]``).
 

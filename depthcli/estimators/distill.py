@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from depthcli.errors import DepthcliError
+from depthcli.estimators.data import samples_from_labels  # noqa: F401 (lives in data.py: training reads it without importing this module)
 
 
 @dataclass
@@ -69,27 +70,6 @@ def label_stem(rel: str) -> str:
     from depthcli.io.dataset import safe_stem
 
     return f"{safe_stem(rel)}-{zlib.crc32(rel.encode()):08x}"
-
-
-def samples_from_labels(labels: Path):
-    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
-    from depthcli.estimators.data import SampleRef
-
-    labels = Path(labels)
-    index = labels / "index.json"
-    if not index.is_file():
-        raise DepthcliError(
-            f"no complete pseudo-labels in '{labels}' (no index.json)",
-            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
-        )
-    meta = json.loads(index.read_text())
-    refs = [
-        SampleRef(name=it["name"], image=Path(it["image"]), target=labels / it["label"], kind="pseudo", units="affine")
-        for it in meta["items"]
-    ]
-    if not refs:
-        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
-    return refs
 
 
 def fuse_teachers(disps: list[np.ndarray], name: str, agreement_on: bool, tol: float) -> tuple[np.ndarray, np.ndarray, dict]:

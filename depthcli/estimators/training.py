@@ -233,7 +233,7 @@ def _build_samples(cfg: TrainConfig):
     from depthcli.estimators.data import samples_from_datasets, split_train_val
 
     if cfg.pseudo_labels is not None:
-        from depthcli.estimators.distill import samples_from_labels
+        from depthcli.estimators.data import samples_from_labels
 
         samples = samples_from_labels(Path(cfg.pseudo_labels))
     else:

@@ -1,54 +1,62 @@
 """``convert``: any supported source -> one depth dataset.
 
 :func:`convert` detects the source layout (or takes ``--from``), builds the
-dataset in a temporary folder and renames it into place when complete. The
-readers live in :mod:`depthcli.io.colmap` (COLMAP models) and
-:mod:`depthcli.io.rgbd` (TUM, 7-Scenes, generic folders).
+dataset in a temporary folder and renames it into place when complete.
+
+One module per source family does the conversion (plan frames, decode,
+undistort, write); the file formats themselves are read by ``depthcli.io``:
+
+=================  ==============================  ===============================
+family module      kinds (``--from``)              formats read by
+=================  ==============================  ===============================
+convert.colmap     colmap                          io.colmap
+convert.rgbd       tum, 7scenes, nyu, kitti,       io.rgbd, io.depth_files
+                   folder
+=================  ==============================  ===============================
+
+A family module provides ``KINDS``, ``detect(source) -> (kind, reason) | None``
+and ``convert_source(cfg, folder, kind) -> summary``. Adding a family is one
+entry in :data:`SOURCE_FAMILIES`; detection asks the families in its order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from depthcli.convert.config import ConvertConfig
 from depthcli.errors import DepthcliError
 
-SOURCE_KINDS = ("auto", "colmap", "tum", "7scenes", "nyu", "kitti", "folder")
+__all__ = ["ConvertConfig", "convert", "detect_source", "SOURCE_FAMILIES", "SOURCE_KINDS"]
+
+#: family module (``depthcli.convert.<name>``) -> the kinds it converts, in detection order.
+SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "colmap": ("colmap",),
+    "rgbd": ("tum", "7scenes", "nyu", "kitti", "folder"),
+}
+SOURCE_KINDS = ("auto",) + tuple(k for kinds in SOURCE_FAMILIES.values() for k in kinds)
 
 
-@dataclass
-class ConvertConfig:
-    """Options shared by every source (CLI flags map onto these fields)."""
+def _family_of(kind: str) -> str:
+    for family, kinds in SOURCE_FAMILIES.items():
+        if kind in kinds:
+            return family
+    raise DepthcliError(f"unknown source kind '{kind}'", f"use one of {', '.join(SOURCE_KINDS)}")
 
-    source: Path  #: what to convert
-    out: Path  #: the dataset folder to create
-    source_kind: str = "auto"  #: one of SOURCE_KINDS
-    overwrite: bool = False  #: replace an existing ``out``
-    depth_format: Literal["npy", "png16"] = "npy"  #: how depth files are stored
-    depth_scale: float | None = None  #: png16 scale (stored = depth * scale); default 1000 for metres
-    previews: bool = False  #: write colourised depth previews
-    max_depth: float | None = None  #: depth beyond this (dataset units) becomes invalid
-    downscale: int = 1  #: integer factor to shrink images and depth by
-    max_frames: int | None = None  #: keep only the first N frames (after sorting)
-    # COLMAP
-    images: Path | None = None  #: image folder when SOURCE is the model folder itself
-    max_reproj_error: float | None = None  #: drop SfM points with a larger mean reprojection error (px)
-    min_track_length: int = 0  #: drop SfM points seen by fewer images
-    dense: bool = False  #: use COLMAP MVS depth maps (stereo/depth_maps) instead of sparse points
-    # RGB-D
-    input_depth_scale: float | None = None  #: raw depth value / this = metres (generic folder)
-    intrinsics: tuple[float, float, float, float] | None = None  #: fx fy cx cy for folder sources
-    intrinsics_file: Path | None = None  #: 3x3 K text file (7-Scenes / folder)
-    depth_encoding: str = "linear"  #: raw depth encoding: linear | nyu-raw | sun (see depthcli.io.rgbd)
-    resize_depth: bool = False  #: resize depth to the colour image size (nearest) instead of refusing
-    extra: dict[str, Any] = field(default_factory=dict)
+
+def _family_module(family: str):
+    # Plain imports (not importlib) so the import graph stays visible to tools and tests.
+    if family == "colmap":
+        from depthcli.convert import colmap as module
+    elif family == "rgbd":
+        from depthcli.convert import rgbd as module
+    else:  # pragma: no cover - a SOURCE_FAMILIES entry without its import here
+        raise DepthcliError(f"internal: no module for source family '{family}'")
+    return module
 
 
 def detect_source(source: Path) -> tuple[str, str]:
     """Return (kind, reason) for a source folder, or raise a clear error."""
-    from depthcli.io import colmap, rgbd
-
     source = Path(source)
     if not source.exists():
         raise DepthcliError(f"source '{source}' does not exist")
@@ -56,16 +64,14 @@ def detect_source(source: Path) -> tuple[str, str]:
         raise DepthcliError(f"source '{source}' is not a folder", "pass a COLMAP project or an RGB-D capture folder")
     if not any(source.iterdir()):
         raise DepthcliError(f"source '{source}' is empty")
-    found = colmap.detect(source)
-    if found is not None:
-        return "colmap", found
-    found_kind = rgbd.detect(source)
-    if found_kind is not None:
-        return found_kind
+    for family in SOURCE_FAMILIES:
+        found = _family_module(family).detect(source)
+        if found is not None:
+            return found
     raise DepthcliError(
         f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), "
         "TUM lists (rgb.txt, depth.txt), 7-Scenes frames (frame-*.depth.png) or color/ + depth/ folders",
-        "pass --from colmap|tum|7scenes|nyu|kitti|folder",
+        f"pass --from {'|'.join(SOURCE_KINDS[1:])}",
     )
 
 
@@ -86,7 +92,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise DepthcliError("--input-depth-scale must be positive")
     if cfg.downscale < 1:
         raise DepthcliError("--downscale must be a positive integer")
-    if cfg.max_depth is not None and cfg.max_depth <= 0:
+    if cfg.max_depth is not None and not cfg.max_depth > 0:
         raise DepthcliError("--max-depth must be positive")
     check_output_dir(cfg.out, cfg.overwrite)
     if cfg.source_kind == "auto":
@@ -98,13 +104,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             raise DepthcliError(f"source '{cfg.source}' does not exist")
     if Path(cfg.out).absolute().resolve() == Path(cfg.source).absolute().resolve():
         raise DepthcliError("output folder is the source folder", "inputs are never modified: choose another output")
+    module = _family_module(_family_of(kind))
     with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
-        if kind == "colmap":
-            from depthcli.io.colmap import convert_colmap
-
-            summary = convert_colmap(cfg, tmp)
-        else:
-            from depthcli.io.rgbd import convert_rgbd
-
-            summary = convert_rgbd(cfg, tmp, kind)
+        summary = module.convert_source(cfg, tmp, kind)
     return {"source": str(cfg.source), "detected": kind, "out": str(cfg.out), **summary}

@@ -42,15 +42,14 @@ def _export(ds: Path, out: Path, to: str, **kw) -> dict:
 
 
 def _check_nerfstudio_roundtrip(ds_path: Path, tmp_path: Path) -> None:
-    from depthcli.convert import ConvertConfig
+    from depthcli.convert import ConvertConfig, convert
     from depthcli.io.dataset import load_dataset
-    from depthcli.nerfstudio_convert import convert_nerfstudio
 
     ns = tmp_path / "ns"
     _export(ds_path, ns, "nerfstudio")
     back = tmp_path / "back"
-    back.mkdir()
-    convert_nerfstudio(ConvertConfig(source=ns, out=back), back)
+    summary = convert(ConvertConfig(source=ns, out=back))  # auto-detected by transforms.json
+    assert summary["detected"] == "nerfstudio"
     a, b = load_dataset(ds_path), load_dataset(back)
     assert len(a.frames) == len(b.frames)
     for fa in a.frames:

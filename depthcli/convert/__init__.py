@@ -12,6 +12,7 @@ family module      kinds (``--from``)              formats read by
 convert.colmap     colmap                          io.colmap
 convert.rgbd       tum, 7scenes, nyu, kitti,       io.rgbd, io.depth_files
                    folder
+convert.nerfstudio nerfstudio (transforms.json)    io.nerfstudio
 =================  ==============================  ===============================
 
 A family module provides ``KINDS``, ``detect(source) -> (kind, reason) | None``
@@ -31,6 +32,7 @@ __all__ = ["ConvertConfig", "convert", "detect_source", "SOURCE_FAMILIES", "SOUR
 
 #: family module (``depthcli.convert.<name>``) -> the kinds it converts, in detection order.
 SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "nerfstudio": ("nerfstudio",),  # first: its images/ + depth/ would also pass as a generic folder
     "colmap": ("colmap",),
     "rgbd": ("tum", "7scenes", "nyu", "kitti", "folder"),
 }
@@ -50,6 +52,8 @@ def _family_module(family: str):
         from depthcli.convert import colmap as module
     elif family == "rgbd":
         from depthcli.convert import rgbd as module
+    elif family == "nerfstudio":
+        from depthcli.convert import nerfstudio as module
     else:  # pragma: no cover - a SOURCE_FAMILIES entry without its import here
         raise DepthcliError(f"internal: no module for source family '{family}'")
     return module

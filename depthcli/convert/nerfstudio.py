@@ -1,4 +1,4 @@
-"""nerfstudio project with depth -> depth dataset (plan frames, decode, write).
+"""nerfstudio projects with depth -> depth datasets (plan frames, decode, write).
 
 Reads ``transforms.json`` through :mod:`depthcli.io.nerfstudio` (format facts
 there): camera-to-world in OpenGL axes becomes ``cam_from_world`` in OpenCV
@@ -10,15 +10,23 @@ for projects depthcli exported from SfM data). Distorted projects are refused.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from depthcli.convert.config import ConvertConfig
 from depthcli.errors import DepthcliError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from depthcli.convert import ConvertConfig
+KINDS = ("nerfstudio",)
 
 
-def convert_nerfstudio(cfg: "ConvertConfig", folder: Path) -> dict[str, Any]:
+def detect(source: Path) -> tuple[str, str] | None:
+    """``("nerfstudio", reason)`` for a folder holding ``transforms.json``, else None."""
+    from depthcli.io.nerfstudio import detect as detect_project
+
+    reason = detect_project(Path(source))
+    return None if reason is None else ("nerfstudio", reason)
+
+
+def convert_source(cfg: ConvertConfig, folder: Path, kind: str = "nerfstudio") -> dict[str, Any]:
     """Write the dataset of a nerfstudio project into ``folder``; returns the writer's summary."""
     import cv2
 

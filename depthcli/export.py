@@ -46,18 +46,38 @@ class ExportConfig:
 
 
 class VoxelAccumulator:
-    """Average points (and colours) per cubic voxel, frame by frame, in bounded memory."""
+    """Average points (and colours) per cubic voxel, frame by frame, in bounded memory.
+
+    Each added batch is reduced to its voxels at once; reduced batches are merged
+    when they pile up, so memory follows the number of occupied voxels.
+    """
+
+    _BITS = 21  # voxel indices within +-2^20 per axis pack into one int64 key
 
     def __init__(self, voxel_size: float):
         self.voxel = float(voxel_size)
-        self.keys = np.zeros((0, 3), np.int64)
+        self.keys = np.zeros(0, np.int64)
         self.sums = np.zeros((0, 7), np.float64)  # x y z r g b count
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_n = 0
+        self._origin: np.ndarray | None = None  # voxel index packed as 0 (the first batch's middle)
+
+    def _pack(self, idx: np.ndarray) -> np.ndarray:
+        half = 1 << (self._BITS - 1)
+        if self._origin is None:
+            self._origin = (idx.min(axis=0) + idx.max(axis=0)) // 2
+        idx = idx - self._origin
+        if idx.size and (idx.min() < -half or idx.max() >= half):
+            raise DepthcliError(
+                f"the point cloud spans more than {half} voxels of {self.voxel:g} from its first frame along an axis",
+                "pass a larger --voxel-size",
+            )
+        u = (idx + half).astype(np.int64)
+        return (u[:, 0] << (2 * self._BITS)) | (u[:, 1] << self._BITS) | u[:, 2]
 
     @staticmethod
     def _reduce(keys: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        uniq, inv = np.unique(keys, return_inverse=True)
         inv = inv.reshape(-1)
         out = np.stack([np.bincount(inv, weights=sums[:, i], minlength=len(uniq)) for i in range(sums.shape[1])], axis=1)
         return uniq, out
@@ -65,11 +85,12 @@ class VoxelAccumulator:
     def add(self, xyz: np.ndarray, rgb: np.ndarray | None) -> None:
         if len(xyz) == 0:
             return
-        keys = np.floor(xyz / self.voxel).astype(np.int64)
+        keys = self._pack(np.floor(xyz / self.voxel).astype(np.int64))
         col = np.zeros((len(xyz), 3)) if rgb is None else np.asarray(rgb, np.float64)
-        self._pending.append((keys, np.column_stack([xyz, col, np.ones(len(xyz))])))
-        self._pending_n += len(xyz)
-        if self._pending_n > 4_000_000:
+        k, s = self._reduce(keys, np.column_stack([xyz, col, np.ones(len(xyz))]))
+        self._pending.append((k, s))
+        self._pending_n += len(k)
+        if self._pending_n > 2_000_000:
             self._flush()
 
     def _flush(self) -> None:

@@ -169,8 +169,8 @@ def test_ply_points_lie_on_the_depth(synth_ds, tmp_path):
     from depthcli.io.ply import read_points_ply
 
     out = tmp_path / "ply"
-    # A voxel far smaller than a pixel's footprint keeps every back-projected point.
-    summary = _export(synth_ds, out, "ply", voxel_size=1e-6)
+    # A voxel far smaller than a pixel's footprint (~2 cm here) keeps every back-projected point.
+    summary = _export(synth_ds, out, "ply", voxel_size=1e-5)
     xyz, rgb = read_points_ply(out / "points.ply")
     ds = load_dataset(synth_ds)
     f = ds.frames[0]
@@ -200,6 +200,15 @@ def test_voxel_accumulator_averages_by_hand():
     xyz, rgb = xyz[order], rgb[order]
     np.testing.assert_allclose(xyz, [[-0.5, 0, 0], [0.2, 0.3, 0.5], [1.5, 0.2, 0.2]])
     np.testing.assert_array_equal(rgb, [[0, 0, 0], [50, 25, 5], [7, 7, 7]])
+    # Far from the world origin is fine (indices are packed around the first batch) ...
+    far = VoxelAccumulator(0.01)
+    far.add(np.array([[5e5, 4e5, 1.0], [5e5 + 0.005, 4e5, 1.0], [5e5 + 0.5, 4e5, 1.0]]), None)
+    assert len(far.result()[0]) == 2
+    # ... but a span beyond the packed range is a clear error, not a wrong cloud.
+    from depthcli.errors import DepthcliError
+
+    with pytest.raises(DepthcliError, match="larger --voxel-size"):
+        far.add(np.array([[5e5 + 2e4, 4e5, 1.0]]), None)
 
 
 # ----------------------------------------------------------------------------- CLI and bad input
@@ -244,3 +253,39 @@ def test_export_refuses_disparity_and_depth_only(tmp_path):
     assert not (tmp_path / "o2").exists()
     _export(donly, tmp_path / "o3", "ply")  # depth-only data still makes a (grey) point cloud
     assert (tmp_path / "o3" / "points.ply").is_file()
+
+
+def test_nerfstudio_per_frame_intrinsics_and_sfm_units(tmp_path):
+    """Frames with different K get per-frame intrinsics; SfM-unit depth keeps its unit through one global scale."""
+    from depthcli.convert import ConvertConfig, convert
+    from depthcli.geometry import make_K
+    from depthcli.io.dataset import DatasetWriter, load_dataset
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "sfm"
+    src.mkdir()
+    w = DatasetWriter(src, depth_units="sfm", source={"kind": "test"})
+    for i, K in enumerate([make_K(30, 31, 10.2, 7.9), make_K(40, 40, 9.5, 8.5)]):
+        depth = (0.5 + 3 * rng.random((16, 20))).astype(np.float32)
+        depth[0] = 0
+        pose = np.eye(4)
+        pose[:3, 3] = [0.1 * i, -0.2, 0.3]
+        w.add_frame(f"v{i}", depth, K, pose, image=rng.integers(0, 255, (16, 20, 3), dtype=np.uint8))
+    w.close()
+    ns = tmp_path / "ns"
+    _export(src, ns, "nerfstudio")
+    meta = json.loads((ns / "transforms.json").read_text())
+    assert "fl_x" not in meta and [f["fl_x"] for f in meta["frames"]] == [30, 40]
+    scale = 1.0 / meta["depth_unit_scale_factor"]
+    a = load_dataset(src)
+    top = max(float(a.read_depth(f).max()) for f in a.frames)
+    assert top * scale <= 65535 and top * scale > 60000  # the largest scale that fits every frame
+    back = tmp_path / "back"
+    convert(ConvertConfig(source=ns, out=back, source_kind="nerfstudio"))
+    b = load_dataset(back)
+    assert b.depth_units == "sfm"
+    for fa in a.frames:
+        fb = b.frame(fa.name)
+        np.testing.assert_allclose(fb.K, fa.K, atol=1e-12)
+        np.testing.assert_allclose(fb.cam_from_world, fa.cam_from_world, atol=1e-12)
+        assert np.abs(a.read_depth(fa) - b.read_depth(fb)).max() <= 0.5 / scale + 1e-6

@@ -241,7 +241,7 @@ def _export_nerfstudio(ds, cfg: ExportConfig, folder: Path) -> dict[str, Any]:
 
 def _export_colmap(ds, cfg: ExportConfig, folder: Path) -> dict[str, Any]:
     from depthcli.console import track
-    from depthcli.depth import backproject_depth
+    from depthcli.depth import backproject_depth, valid_mask
     from depthcli.io.colmap_text import TextImage, write_text_model
 
     if cfg.points_per_frame < 0:
@@ -264,11 +264,13 @@ def _export_colmap(ds, cfg: ExportConfig, folder: Path) -> dict[str, Any]:
             cam_ids[key] = len(cameras)
         shutil.copyfile(Path(ds.root) / f.image, folder / "images" / name)
         depth = ds.read_depth(f)
-        pts, pix = backproject_depth(depth, f.K, f.cam_from_world)
+        valid = np.flatnonzero(valid_mask(depth))
         rng = np.random.default_rng([cfg.seed, j])
-        if len(pts) > cfg.points_per_frame:
-            pick = np.sort(rng.choice(len(pts), size=cfg.points_per_frame, replace=False))
-            pts, pix = pts[pick], pix[pick]
+        if len(valid) > cfg.points_per_frame:  # back-project only the sampled pixels
+            keep = np.zeros(depth.size, dtype=bool)
+            keep[rng.choice(valid, size=cfg.points_per_frame, replace=False)] = True
+            depth = np.where(keep.reshape(depth.shape), depth, np.float32(0))
+        pts, pix = backproject_depth(depth, f.K, f.cam_from_world)
         img = ds.read_image(f)
         ids = np.arange(n_points + 1, n_points + len(pts) + 1)
         images.append(TextImage(name, cam_ids[key], f.cam_from_world, pix[:, ::-1] + 0.5, ids))

@@ -201,7 +201,7 @@ def _export_nerfstudio(ds, cfg: ExportConfig, folder: Path) -> dict[str, Any]:
         "depth_kind": "z",
         "depth_files": f"uint16 PNG, stored = round(z-depth x {scale:g}), 0 = invalid",
         "transform_matrix": "camera-to-world, OpenGL camera axes (x right, y up, z back); world frame of the dataset, unchanged",
-        "pixel_centers": "(col + 0.5, row + 0.5), as nerfstudio and OpenCV: cx, cy unchanged",
+        "pixel_centers": "(col + 0.5, row + 0.5) in depthcli and nerfstudio alike: cx, cy unchanged",
     }
     frames = []
     overflow = 0

@@ -205,7 +205,7 @@ def test_7scenes_cli_png16_previews(tmp_path, capsys):
     assert len(meta["frames"]) == 3 and meta["depth_units"] == "m"
     f = meta["frames"][0]
     assert (f["width"], f["height"]) == (320, 240) and f["depth_scale"] == 1000.0
-    assert np.allclose(f["K"], [[292.5, 0, 160], [0, 292.5, 120], [0, 0, 1]])
+    assert np.allclose(f["K"], [[292.5, 0, 160.25], [0, 292.5, 120.25], [0, 0, 1]])  # (320 + 0.5) / 2
     raw = cv2.imread(str(src / "frame-000000.depth.png"), cv2.IMREAD_UNCHANGED)
     stored = cv2.imread(str(out / f["depth"]), cv2.IMREAD_UNCHANGED)
     # every stored value is one of the 4 raw millimetre values of its 2x2 block (no averaging)

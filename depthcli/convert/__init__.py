@@ -12,6 +12,12 @@ family module      kinds (``--from``)              formats read by
 convert.colmap     colmap                          io.colmap
 convert.rgbd       tum, 7scenes, nyu, kitti,       io.rgbd, io.depth_files
                    folder
+convert.hypersim   hypersim                        io.hypersim
+convert.vkitti2    vkitti2                         io.vkitti2
+convert.tartanair  tartanair                       io.tartanair
+convert.irs        irs                             io.irs (OpenEXR)
+convert.blendedmvs blendedmvs                      io.mvsnet, io.depth_files
+convert.scannet    scannet                         io.rgbd
 convert.nerfstudio nerfstudio (transforms.json)    io.nerfstudio
 =================  ==============================  ===============================
 
@@ -34,6 +40,12 @@ __all__ = ["ConvertConfig", "convert", "detect_source", "SOURCE_FAMILIES", "SOUR
 SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
     "nerfstudio": ("nerfstudio",),  # first: its images/ + depth/ would also pass as a generic folder
     "colmap": ("colmap",),
+    "hypersim": ("hypersim",),
+    "vkitti2": ("vkitti2",),
+    "tartanair": ("tartanair",),
+    "irs": ("irs",),
+    "blendedmvs": ("blendedmvs",),
+    "scannet": ("scannet",),
     "rgbd": ("tum", "7scenes", "nyu", "kitti", "folder"),
 }
 SOURCE_KINDS = ("auto",) + tuple(k for kinds in SOURCE_FAMILIES.values() for k in kinds)
@@ -52,6 +64,18 @@ def _family_module(family: str):
         from depthcli.convert import colmap as module
     elif family == "rgbd":
         from depthcli.convert import rgbd as module
+    elif family == "hypersim":
+        from depthcli.convert import hypersim as module
+    elif family == "vkitti2":
+        from depthcli.convert import vkitti2 as module
+    elif family == "tartanair":
+        from depthcli.convert import tartanair as module
+    elif family == "irs":
+        from depthcli.convert import irs as module
+    elif family == "blendedmvs":
+        from depthcli.convert import blendedmvs as module
+    elif family == "scannet":
+        from depthcli.convert import scannet as module
     elif family == "nerfstudio":
         from depthcli.convert import nerfstudio as module
     else:  # pragma: no cover - a SOURCE_FAMILIES entry without its import here
@@ -73,7 +97,8 @@ def detect_source(source: Path) -> tuple[str, str]:
         if found is not None:
             return found
     raise DepthcliError(
-        f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), "
+        f"cannot tell what '{source}' holds: no COLMAP model (sparse/0, cameras.bin|txt), Hypersim, "
+        "Virtual KITTI 2, TartanAir, IRS, BlendedMVS or ScanNet layout, "
         "TUM lists (rgb.txt, depth.txt), 7-Scenes frames (frame-*.depth.png) or color/ + depth/ folders",
         f"pass --from {'|'.join(SOURCE_KINDS[1:])}",
     )
@@ -98,7 +123,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise DepthcliError("--downscale must be a positive integer")
     if cfg.max_depth is not None and not cfg.max_depth > 0:
         raise DepthcliError("--max-depth must be positive")
-    check_output_dir(cfg.out, cfg.overwrite)
+    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
     if cfg.source_kind == "auto":
         kind, reason = detect_source(cfg.source)
         log(f"detected [bold]{kind}[/bold] source: {reason}")

@@ -40,9 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from depthcli.convert.common import downscale_frame
 from depthcli.convert.config import ConvertConfig
 from depthcli.errors import DepthcliError
 from depthcli.io import colmap as colmap_files
+from depthcli.io.paths import resolve_inside
 from depthcli.io.colmap import (
     PINHOLE_MODELS,
     cam_from_world_matrix,
@@ -126,6 +128,73 @@ def make_undistorter(camera) -> Undistorter:
 
 
 
+# --------------------------------------------------------------------------- dense maps
+
+#: A dense map may be smaller than its image (patch_match_stereo --max_image_size keeps the
+#: aspect ratio); each side may differ from the proportional size by this many pixels.
+DENSE_SIZE_SLACK = 1.0
+#: Dense depth beyond this multiple of the farthest SfM point of the image is a failed run.
+DENSE_MAX_FACTOR = 100.0
+
+
+def check_dense_map(depth: np.ndarray, width: int, height: int, path: Path) -> None:
+    """Refuse a dense map whose size does not match its camera's (failed or foreign run)."""
+    dh, dw = depth.shape
+    if (dh, dw) == (height, width):
+        return
+    s = max(dw / width, dh / height)
+    if dw > width or dh > height or abs(width * s - dw) > DENSE_SIZE_SLACK or abs(height * s - dh) > DENSE_SIZE_SLACK:
+        raise DepthcliError(
+            f"--dense: depth map '{path.name}' is {dw}x{dh} but its camera is {width}x{height} "
+            "(not the same image at a smaller size)",
+            "the dense run failed or belongs to another model: re-run image_undistorter + patch_match_stereo",
+        )
+
+
+def check_dense_values(depth: np.ndarray, sparse_z: np.ndarray, path: Path) -> None:
+    """Refuse non-finite or absurd dense depth (a failed run writes values up to ~1e38)."""
+    if not np.isfinite(depth).all():
+        raise DepthcliError(f"--dense: depth map '{path.name}' holds NaN/Inf", "re-run patch_match_stereo")
+    top = float(depth.max()) if depth.size else 0.0
+    z = sparse_z[np.isfinite(sparse_z) & (sparse_z > 0)]
+    limit = DENSE_MAX_FACTOR * float(z.max()) if z.size else 1e6
+    if top > limit:
+        ref = f"{DENSE_MAX_FACTOR:g} x the farthest SfM point ({float(z.max()):.4g})" if z.size else f"{limit:g}"
+        raise DepthcliError(
+            f"--dense: depth map '{path.name}' reaches {top:.4g}, beyond {ref}: the dense run failed",
+            "re-run patch_match_stereo (check its depth_min/depth_max), or drop --dense",
+        )
+
+
+def _dense_path(maps: Path, im, suffix: str) -> Path:
+    return resolve_inside(maps, f"{im.name}{suffix}", f"COLMAP image {im.image_id} depth map")
+
+
+def _check_dense_maps(rec, images, maps: Path, suffix: str, point_xyz: np.ndarray, per_image: dict) -> None:
+    """Check every dense map before anything is written: present, one channel, the
+    camera's size (or a proportionally smaller one), finite and not absurd."""
+    for im in images:
+        camera = rec.cameras[im.camera_id]
+        dpath = _dense_path(maps, im, suffix)
+        if not dpath.is_file():
+            raise DepthcliError(f"--dense: depth map '{dpath}' is missing", "run patch_match_stereo on every image, or drop --dense")
+        depth = read_colmap_dense_array(dpath)
+        if depth.ndim != 2:
+            raise DepthcliError(f"'{dpath}' has {depth.shape[2]} channels, a depth map has 1")
+        w, h = int(camera.width), int(camera.height)
+        if model_name(camera) not in PINHOLE_MODELS:
+            raise DepthcliError(
+                f"--dense needs the undistorted model of COLMAP's dense workspace, but camera "
+                f"{camera.camera_id} is {model_name(camera)}",
+                "pass the dense workspace folder (image_undistorter output: images/, sparse/, stereo/)",
+            )
+        check_dense_map(depth, w, h, dpath)
+        T = cam_from_world_matrix(im)
+        idx = np.asarray(per_image[int(im.image_id)], dtype=np.int64)
+        z = (point_xyz[idx] @ T[2, :3] + T[2, 3]) if len(idx) else np.zeros(0)
+        check_dense_values(depth, z, dpath)
+
+
 # --------------------------------------------------------------------------- conversion
 
 
@@ -137,7 +206,7 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
     import cv2
 
     from depthcli.console import log, track
-    from depthcli.depth import apply_far_cutoff, downscale_depth_valid
+    from depthcli.depth import apply_far_cutoff
     from depthcli.geometry import project_points, scale_K, splat_sparse_depth
     from depthcli.io.dataset import DatasetWriter
 
@@ -151,7 +220,8 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
         raise DepthcliError(f"the COLMAP model in '{lay.model_dir}' has no registered images")
     if cfg.max_frames is not None:
         images = images[: max(0, int(cfg.max_frames))]
-    missing = [im.name for im in images if not (lay.images_dir / im.name).is_file()]
+    image_paths = {im.image_id: resolve_inside(lay.images_dir, im.name, f"COLMAP image {im.image_id} name") for im in images}
+    missing = [im.name for im in images if not image_paths[im.image_id].is_file()]
     if missing:
         raise DepthcliError(
             f"{len(missing)} image(s) of the model are missing from '{lay.images_dir}': "
@@ -221,11 +291,14 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
               "outside_image": 0, "beyond_max_depth": 0}
     models_seen: set[str] = set()
 
+    if dense_suffix is not None:
+        _check_dense_maps(rec, images, lay.stereo_dir / "depth_maps", dense_suffix, point_xyz, per_image)
+
     for im in track(images, "colmap frames"):
         camera = rec.cameras[im.camera_id]
         models_seen.add(model_name(camera))
         cam_from_world = cam_from_world_matrix(im)
-        img = read_image_raw(lay.images_dir / im.name)
+        img = read_image_raw(image_paths[im.image_id])
         if img.shape[:2] != (int(camera.height), int(camera.width)):
             rotated = img.shape[:2] == (int(camera.width), int(camera.height))
             hint = "EXIF rotation?" if rotated else "wrong --images folder?"
@@ -242,7 +315,7 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
                     f"{camera.camera_id} is {model_name(camera)}",
                     "pass the dense workspace folder (image_undistorter output: images/, sparse/, stereo/)",
                 )
-            dpath = lay.stereo_dir / "depth_maps" / f"{im.name}{dense_suffix}"
+            dpath = _dense_path(lay.stereo_dir / "depth_maps", im, dense_suffix)
             if not dpath.is_file():
                 raise DepthcliError(
                     f"--dense: depth map '{dpath}' is missing", "run patch_match_stereo on every image, or drop --dense"
@@ -257,21 +330,17 @@ def convert_colmap(cfg: ConvertConfig, folder: Path) -> dict[str, Any]:
         img = und.apply(img)
         K = und.K
         h, w = und.height, und.width
-        if dense_depth is not None and dense_depth.shape != (h, w):
-            # patch_match_stereo --max_image_size shrinks the maps: follow them.
-            dh, dw = dense_depth.shape
-            K = scale_K(K, dw / w, dh / h)
-            img = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
-            h, w = dh, dw
+        if dense_depth is not None:
+            if dense_depth.shape != (h, w):
+                # patch_match_stereo --max_image_size shrinks the maps: follow them.
+                dh, dw = dense_depth.shape
+                K = scale_K(K, dw / w, dh / h)
+                img = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
+                h, w = dh, dw
         if n > 1:
-            nw, nh = w // n, h // n
-            if nw < 1 or nh < 1:
-                raise DepthcliError(f"--downscale {n} leaves nothing of the {w}x{h} image '{im.name}'")
-            K = scale_K(K, nw / w, nh / h)
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-            if dense_depth is not None:
-                dense_depth = downscale_depth_valid(dense_depth, n)
-            w, h = nw, nh
+            # crop to a multiple of n, then K / n: image, dense depth and sparse points agree
+            dense_depth, K, img = downscale_frame(dense_depth, K, img, n, f"image '{im.name}'")
+            h, w = img.shape[:2]
 
         # Sparse points of this image's own tracks.
         idx = np.asarray(sorted(per_image[int(im.image_id)]), dtype=np.int64)

@@ -32,4 +32,6 @@ class ConvertConfig:
     intrinsics_file: Path | None = None  #: 3x3 K text file (7-Scenes / folder)
     depth_encoding: str = "linear"  #: raw depth encoding: linear | nyu-raw | sun (see depthcli.io.rgbd)
     resize_depth: bool = False  #: resize depth to the colour image size (nearest) instead of refusing
+    # training sets (Hypersim, ...)
+    camera_parameters: Path | None = None  #: Hypersim metadata_camera_parameters.csv (default: found beside or above SOURCE)
     extra: dict[str, Any] = field(default_factory=dict)

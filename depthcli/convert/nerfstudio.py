@@ -27,14 +27,8 @@ def detect(source: Path) -> tuple[str, str] | None:
 
 
 def convert_source(cfg: ConvertConfig, folder: Path, kind: str = "nerfstudio") -> dict[str, Any]:
-    """Write the dataset of a nerfstudio project into ``folder``; returns the writer's summary."""
-    import cv2
-
-    from depthcli.console import track
-    from depthcli.depth import apply_far_cutoff, downscale_depth_valid
-    from depthcli.geometry import scale_K
-    from depthcli.io.dataset import DatasetWriter
-    from depthcli.io.images import read_image_rgb
+    """Write the dataset of a nerfstudio project into ``folder``; returns the summary."""
+    from depthcli.convert.common import PlannedFrame, write_frames
     from depthcli.io.nerfstudio import read_depth, read_transforms
 
     proj = read_transforms(Path(cfg.source))
@@ -46,7 +40,6 @@ def convert_source(cfg: ConvertConfig, folder: Path, kind: str = "nerfstudio") -
     factor = proj.depth_unit_scale_factor
     if cfg.input_depth_scale is not None:
         factor = 1.0 / float(cfg.input_depth_scale)
-    frames = proj.frames if cfg.max_frames is None else proj.frames[: max(0, int(cfg.max_frames))]
     source = {
         "kind": "nerfstudio",
         "path": str(Path(cfg.source).absolute()),
@@ -58,30 +51,14 @@ def convert_source(cfg: ConvertConfig, folder: Path, kind: str = "nerfstudio") -
     for key in ("applied_transform", "applied_scale"):
         if key in proj.meta:
             source[key] = proj.meta[key]
-    writer = DatasetWriter(
-        folder,
-        depth_units=proj.depth_units,  # type: ignore[arg-type]
-        source=source,
-        depth_format=cfg.depth_format,
-        depth_scale=cfg.depth_scale,
-        previews=cfg.previews,
-    )
-    n = int(cfg.downscale)
-    for f in track(frames, "nerfstudio frames"):
-        img = read_image_rgb(f.image)
-        if img.shape[:2] != (f.height, f.width):
-            raise DepthcliError(
-                f"image '{f.image}' is {img.shape[1]}x{img.shape[0]}, transforms.json says {f.width}x{f.height}"
-            )
-        depth = apply_far_cutoff(read_depth(f, factor), cfg.max_depth)
-        K = f.K
-        image: Any = f.image
-        if n > 1:
-            w, h = f.width // n, f.height // n
-            if w < 1 or h < 1:
-                raise DepthcliError(f"--downscale {n} leaves nothing of the {f.width}x{f.height} frame '{f.name}'")
-            K = scale_K(K, w / f.width, h / f.height)
-            image = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            depth = downscale_depth_valid(depth, n)[:h, :w]
-        writer.add_frame(f.name, depth, K, f.cam_from_world, image=image)
-    return writer.close()
+    planned = [
+        PlannedFrame(
+            name=f.name,
+            load_depth=(lambda f=f: read_depth(f, factor)),
+            K=f.K,
+            cam_from_world=f.cam_from_world,
+            image=f.image,
+        )
+        for f in proj.frames
+    ]
+    return write_frames(cfg, folder, planned, label="nerfstudio", depth_units=proj.depth_units, source=source)

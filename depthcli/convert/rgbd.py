@@ -51,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
+from depthcli.convert.common import downscale_frame
 from depthcli.convert.config import ConvertConfig
-from depthcli.depth import downscale_depth_valid
 from depthcli.errors import DepthcliError
+from depthcli.io.paths import resolve_inside
 from depthcli.io.rgbd import (
     DEPTH_ENCODINGS,
     DEPTH_FLOAT_SUFFIXES,
@@ -62,6 +63,7 @@ from depthcli.io.rgbd import (
     check_K,
     decode_depth,
     file_size_wh,
+    is_8bit_image,
     read_K_file,
     read_pose_txt,
     read_raw_depth,
@@ -252,6 +254,8 @@ def _plan_tum(cfg: ConvertConfig, src: Path) -> _Plan:
     for i, j in pairs:
         t_rgb, (rgb_rel, *_) = rgb[i]
         t_depth, (depth_rel, *_) = depth[j]
+        rgb_path = resolve_inside(src, rgb_rel, f"rgb.txt entry at {t_rgb:.6f}")
+        depth_path = resolve_inside(src, depth_rel, f"depth.txt entry at {t_depth:.6f}")
         pose = None
         extra: dict[str, Any] = {"timestamp": t_rgb, "depth_timestamp": t_depth}
         if gt_t is not None:
@@ -264,7 +268,7 @@ def _plan_tum(cfg: ConvertConfig, src: Path) -> _Plan:
             pose = world_from_cam_from_tum(gt_pose[best])
             extra["pose_timestamp"] = float(gt_t[best])
         name = Path(rgb_rel).name  # keeps the full timestamp ("1305031102.175304.png")
-        items.append(_Item(name=name, depth=src / depth_rel, image=src / rgb_rel, world_from_cam=pose, extra=extra))
+        items.append(_Item(name=name, depth=depth_path, image=rgb_path, world_from_cam=pose, extra=extra))
     if no_pose:
         msgs.append(f"{no_pose} frame(s) have no groundtruth pose within {TUM_MAX_DIFFERENCE} s and are skipped")
         skipped["no_pose"] = no_pose
@@ -273,7 +277,7 @@ def _plan_tum(cfg: ConvertConfig, src: Path) -> _Plan:
     default, default_src = tum_family_intrinsics(src)
     K, k_src = _resolve_K(cfg, np.asarray(_K4(default)), default_src)
     if k_src.startswith("TUM ROS"):
-        msgs.append("TUM sequence family unknown: using the ROS default intrinsics 525/525/319.5/239.5 (pass --intrinsics)")
+        msgs.append("TUM sequence family unknown: using the ROS default intrinsics 525/525/319.5/239.5 (OpenCV centres; stored cx, cy + 0.5; pass --intrinsics)")
     return _Plan(
         items=items,
         K=K,
@@ -288,9 +292,10 @@ def _plan_tum(cfg: ConvertConfig, src: Path) -> _Plan:
 
 
 def _K4(v: tuple[float, float, float, float]) -> np.ndarray:
-    from depthcli.geometry import make_K
+    """A published K (OpenCV pixel convention, see the module docstring) as depthcli's K."""
+    from depthcli.convert.common import K_from_opencv
 
-    return make_K(*v)
+    return K_from_opencv(*v)
 
 
 def _plan_7scenes(cfg: ConvertConfig, src: Path) -> _Plan:
@@ -340,9 +345,11 @@ def _plan_7scenes(cfg: ConvertConfig, src: Path) -> _Plan:
         it.extra = {}
     kfile = src / "camera-intrinsics.txt"
     if kfile.is_file():
-        default, default_src = read_K_file(kfile), "camera-intrinsics.txt"
+        kf = read_K_file(kfile)
+        default = _K4((kf[0, 0], kf[1, 1], kf[0, 2], kf[1, 2]))
+        default_src = "camera-intrinsics.txt (OpenCV pixel centres: cx, cy + 0.5)"
     else:
-        default, default_src = _K4(SEVEN_SCENES_INTRINSICS), "7-Scenes defaults (fx=fy=585, cx=320, cy=240)"
+        default, default_src = _K4(SEVEN_SCENES_INTRINSICS), "7-Scenes defaults (fx=fy=585, cx=320, cy=240; OpenCV pixel centres: + 0.5)"
     K, k_src = _resolve_K(cfg, default, default_src)
     return _Plan(
         items=items,
@@ -432,6 +439,13 @@ def _plan_folder(cfg: ConvertConfig, src: Path, kind: str) -> _Plan:
     if encoding == "nyu-raw" and cfg.input_depth_scale is not None:
         raise DepthcliError("--input-depth-scale does not apply to --depth-encoding nyu-raw", "nyu-raw decodes to metres by its own formula")
     K, k_src = _resolve_K(cfg, default_K, default_src)
+    if kind == "kitti" and k_src == default_src:
+        fx, _, cx, cy = PRESETS["kitti"].intrinsics
+        msgs.append(
+            f"KITTI: every frame gets one fixed K (fx {fx:g}, cx {cx:g}, cy {cy:g}, one drive's camera 2); "
+            "other drives differ (focal by up to ~15 px): pass --intrinsics FX FY CX CY from the drive's calib_cam_to_cam.txt"
+        )
+        notes.append("fixed KITTI K (preset), not this drive's calibration")
     poses_dir = src / "poses"
     items = []
     if poses_dir.is_dir():
@@ -475,6 +489,11 @@ def _preflight(items: list[_Item], resize_depth: bool) -> None:
         for path in (it.depth, it.image):
             if path is not None and not path.is_file():
                 raise DepthcliError(f"frame '{it.name}': file '{path}' does not exist", "check the capture's file lists")
+        if is_8bit_image(it.depth):
+            raise DepthcliError(
+                f"depth image '{it.depth}' is 8-bit: 256 levels cannot hold depth",
+                "depth must be a 16-bit image or float (.npy, .pfm); an 8-bit file is usually a preview",
+            )
         if it.image is None or resize_depth:
             continue
         dsz, isz = file_size_wh(it.depth), file_size_wh(it.image)
@@ -496,7 +515,7 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
 
     from depthcli.console import progress_task, warn
     from depthcli.depth import apply_far_cutoff
-    from depthcli.geometry import invert_rigid, scale_K
+    from depthcli.geometry import invert_rigid
     from depthcli.io.dataset import DatasetWriter
     from depthcli.io.images import read_image_rgb
 
@@ -518,10 +537,8 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
         plan = _plan_folder(cfg, src, kind)
     items = plan.items[: cfg.max_frames] if cfg.max_frames else plan.items
     _preflight(items, cfg.resize_depth)
-    for message in plan.warnings:
-        warn(message)
     f = int(cfg.downscale)
-    K_out = scale_K(plan.K, 1.0 / f) if f > 1 else plan.K
+    K_out = plan.K
     raw_scale = None if plan.encoding == "nyu-raw" else (plan.raw_scale if plan.encoding == "linear" else (plan.raw_scale or 1000.0))
     png16_scale = cfg.depth_scale
     if cfg.depth_format == "png16" and png16_scale is None and raw_scale is not None and plan.encoding == "linear":
@@ -569,18 +586,17 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
                 depth = apply_far_cutoff(depth, cfg.max_depth)
             image_arg: Any = it.image
             if f > 1:
-                h, w = depth.shape[0] // f, depth.shape[1] // f
-                if h < 1 or w < 1:
-                    raise DepthcliError(f"--downscale {f} leaves no pixels of a {depth.shape[1]}x{depth.shape[0]} frame")
-                depth = downscale_depth_valid(depth, f)
-                if image is not None:
-                    image_arg = cv2.resize(image[: h * f, : w * f], (w, h), interpolation=cv2.INTER_AREA)
+                depth, K_out, image_arg = downscale_frame(depth, plan.K, image, f, f"frame '{it.name}'")
+                image_arg = it.image if image_arg is None else image_arg
             cam_from_world = np.eye(4) if it.world_from_cam is None else invert_rigid(it.world_from_cam)
             extra = dict(it.extra)
-            extra["source_depth"] = str(it.depth.relative_to(src)) if it.depth.is_relative_to(src) else str(it.depth)
+            depth_abs, src_abs = it.depth.resolve(), src.resolve()
+            extra["source_depth"] = str(depth_abs.relative_to(src_abs)) if depth_abs.is_relative_to(src_abs) else str(it.depth)
             writer.add_frame(it.name, depth, K_out, cam_from_world, image=image_arg, extra=extra)
             bar.update(task, advance=1, info=it.name)
     summary = writer.close()
+    for message in plan.warnings:  # after the write: a refused run prints its error line only
+        warn(message)
     if writer.overflow:
         warn(f"{writer.overflow} depth pixels exceed the png16 range at scale {png16_scale or 1000:g} and were stored invalid (use a smaller --depth-scale or npy)")
     out: dict[str, Any] = {
@@ -590,6 +606,8 @@ def convert_rgbd(cfg: ConvertConfig, folder: Path, kind: str) -> dict[str, Any]:
         "intrinsics": plan.intrinsics_source,
         "poses": plan.poses,
     }
+    if kind == "kitti" and plan.intrinsics_source == "kitti preset":
+        out["intrinsics"] = "kitti preset: ONE fixed K for every drive (pass --intrinsics with the drive's own K)"
     if f > 1:
         out["downscale"] = f
     if resized:

@@ -71,8 +71,8 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
             out.append(
                 SampleRef(
                     name=f"{root.name}/{f.name}",
-                    image=root / f.image,
-                    target=root / f.depth,
+                    image=ds.path_of(f.image, f"frame '{f.name}' image"),
+                    target=ds.path_of(f.depth, f"frame '{f.name}' depth"),
                     kind=ds.depth_kind,
                     units=ds.depth_units,
                     depth_scale=f.depth_scale,
@@ -89,6 +89,8 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
 
 def samples_from_labels(labels: Path):
     """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
+    from depthcli.io.paths import resolve_inside
+
     labels = Path(labels)
     index = labels / "index.json"
     if not index.is_file():
@@ -96,10 +98,18 @@ def samples_from_labels(labels: Path):
             f"no complete pseudo-labels in '{labels}' (no index.json)",
             "run depthcli distill --stage label first (or --resume an interrupted labelling)",
         )
-    meta = json.loads(index.read_text())
+    try:
+        meta = json.loads(index.read_text())
+        images_root = Path(meta["images"])
+        items = [(str(it["name"]), it["label"]) for it in meta["items"]]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise DepthcliError(f"'{index}' is damaged", "label again with depthcli distill --stage label --overwrite") from None
+    # The index is data: each label must lie inside the label folder, each image
+    # inside the image folder it was labelled from.
     refs = [
-        SampleRef(name=it["name"], image=Path(it["image"]), target=labels / it["label"], kind="pseudo", units="affine")
-        for it in meta["items"]
+        SampleRef(name=name, image=resolve_inside(images_root, name, f"'{index}' image"),
+                  target=resolve_inside(labels, label, f"'{index}' label"), kind="pseudo", units="affine")
+        for name, label in items
     ]
     if not refs:
         raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")

@@ -337,10 +337,13 @@ def read_reconstruction(lay: ColmapLayout):
             rec.read_text(str(lay.model_dir))
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "VerifyParams" in str(exc):
+            first = "a camera has invalid parameters (NaN, or not what its model expects)"
         raise DepthcliError(
             f"cannot read the COLMAP model in '{lay.model_dir}': {first}",
             "the files are corrupt, truncated or inconsistent; re-export the model with COLMAP",
         ) from None
+    validate_numbers(rec, lay.model_dir)
     if lay.model_format == "txt":
         got = {"cameras": rec.num_cameras(), "images": rec.num_images(), "points3D": rec.num_points3D()}
         for name, announced in _text_header_counts(lay.model_dir).items():
@@ -351,6 +354,49 @@ def read_reconstruction(lay: ColmapLayout):
                     "re-export the model with COLMAP",
                 )
     return rec
+
+
+def _focal_lengths(camera) -> list[float]:
+    params = np.asarray(camera.params, dtype=np.float64)
+    idxs = getattr(camera, "focal_length_idxs", None)
+    try:
+        idx = list(idxs() if callable(idxs) else idxs) if idxs is not None else [0]
+    except (TypeError, RuntimeError):  # pragma: no cover - unusual pycolmap
+        idx = [0]
+    return [float(params[i]) for i in idx if i < len(params)]
+
+
+def validate_numbers(rec, model_dir: Path) -> None:
+    """Refuse models whose numbers cannot describe a camera: non-finite parameters,
+    zero or negative focal lengths or sizes, non-finite or zero quaternions and
+    translations, non-finite points."""
+    for cam_id, camera in rec.cameras.items():
+        params = np.asarray(camera.params, dtype=np.float64)
+        where = f"COLMAP model '{model_dir}': camera {cam_id} ({model_name(camera)})"
+        if not np.isfinite(params).all():
+            raise DepthcliError(f"{where} has non-finite parameters {params.tolist()}", "re-run the reconstruction")
+        if int(camera.width) < 1 or int(camera.height) < 1:
+            raise DepthcliError(f"{where} has size {camera.width}x{camera.height}", "re-export the model")
+        bad = [f for f in _focal_lengths(camera) if not f > 0]
+        if bad:
+            raise DepthcliError(f"{where} has focal length {bad[0]:g} (must be positive)", "re-run the reconstruction")
+    for image_id, image in rec.images.items():
+        if not is_registered(image):
+            continue
+        pose = image.cam_from_world
+        if callable(pose):
+            pose = pose()
+        q = np.asarray(pose.rotation.quat, dtype=np.float64)
+        t = np.asarray(pose.translation, dtype=np.float64)
+        if not np.isfinite(q).all() or not np.isfinite(t).all() or np.linalg.norm(q) < 1e-12:
+            raise DepthcliError(
+                f"COLMAP model '{model_dir}': image {image_id} ('{image.name}') has an invalid pose "
+                f"(quaternion {q.tolist()}, translation {t.tolist()})",
+                "re-run the reconstruction",
+            )
+    for pid, point in rec.points3D.items():
+        if not np.isfinite(np.asarray(point.xyz, dtype=np.float64)).all():
+            raise DepthcliError(f"COLMAP model '{model_dir}': point {pid} has non-finite coordinates", "re-run the reconstruction")
 
 
 # --------------------------------------------------------------------------- pycolmap compatibility

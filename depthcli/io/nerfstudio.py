@@ -23,8 +23,9 @@ millimetres) to get metres. This module also reads that key from
 
 Pixel centres: nerfstudio generates the ray of pixel (row, col) through
 ``(col + 0.5, row + 0.5)`` (``Cameras.get_image_coords(pixel_offset=0.5)``),
-the OpenCV/COLMAP convention depthcli uses, so ``cx``/``cy`` are copied
-unchanged in both directions.
+COLMAP's convention, which depthcli uses, so ``cx``/``cy`` are copied
+unchanged in both directions (no half-pixel shift; OpenCV's integer-centre
+convention would need one).
 
 Only the file format lives here; turning a project into a depth dataset is
 the converter's job.
@@ -64,7 +65,7 @@ class NerfstudioFrame:
     depth: Path | None  #: absolute path of the depth file, None without ``depth_file_path``
     width: int
     height: int
-    K: np.ndarray  #: [3, 3] pinhole intrinsics (pixel centres at +0.5, as nerfstudio and OpenCV)
+    K: np.ndarray  #: [3, 3] pinhole intrinsics (pixel centres at +0.5, as nerfstudio and COLMAP)
     cam_from_world: np.ndarray  #: [4, 4] world -> camera, OpenCV axes
 
 

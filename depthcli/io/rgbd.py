@@ -54,6 +54,11 @@ def read_raw_depth(path: Path) -> np.ndarray:
         if not path.is_file():
             raise DepthcliError(f"depth file '{path}' does not exist")
         raw = read_png16(path)
+        if raw.dtype == np.uint8:
+            raise DepthcliError(
+                f"depth image '{path}' is 8-bit: 256 levels cannot hold depth",
+                "depth must be a 16-bit image or float (.npy, .pfm); an 8-bit file is usually a preview",
+            )
         if raw.dtype.kind not in "ui":
             return raw.astype(np.float32)
         return raw
@@ -153,7 +158,15 @@ def associate_timestamps(first: list[float], second: list[float], max_difference
 
 def world_from_cam_from_tum(values: list[float]) -> np.ndarray:
     """``tx ty tz qx qy qz qw`` (TUM groundtruth, camera pose in the world) -> world_from_cam 4x4."""
-    tx, ty, tz, qx, qy, qz, qw = (float(v) for v in values)
+    try:
+        tx, ty, tz, qx, qy, qz, qw = (float(v) for v in values)
+    except ValueError:
+        raise DepthcliError(f"groundtruth pose {' '.join(map(str, values))} holds non-numbers") from None
+    if not np.isfinite([tx, ty, tz, qx, qy, qz, qw]).all():
+        raise DepthcliError(
+            f"groundtruth pose {' '.join(map(str, values))} is not finite",
+            "remove the line from groundtruth.txt (frames without a pose within 0.02 s are skipped)",
+        )
     q = np.array([qw, qx, qy, qz], dtype=np.float64)
     n = np.linalg.norm(q)
     if not np.isfinite(n) or n < 1e-12:
@@ -252,3 +265,18 @@ def file_size_wh(path: Path) -> tuple[int, int] | None:
         return None
 
 
+
+
+def is_8bit_image(path: Path) -> bool:
+    """True when an image file's header says 8 bits per sample (PIL mode 1, L, P, LA, RGB, RGBA);
+    False for 16-bit / float files and for headers PIL cannot read (the full decode decides)."""
+    path = Path(path)
+    if path.suffix.lower() not in DEPTH_RAW_SUFFIXES:
+        return False
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.mode in ("1", "L", "P", "LA", "RGB", "RGBA")
+    except Exception:  # noqa: BLE001 - unknown header: let the full decode report it
+        return False

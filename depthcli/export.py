@@ -313,9 +313,7 @@ def export_dataset(cfg: ExportConfig) -> dict[str, Any]:
         raise DepthcliError("--stride must be a positive integer")
     ds = load_dataset(Path(cfg.dataset))
     _check_dataset(ds, cfg.to)
-    if Path(cfg.out).absolute().resolve() == Path(cfg.dataset).absolute().resolve():
-        raise DepthcliError("output folder is the dataset folder", "inputs are never modified: choose another output")
-    with atomic_output_dir(Path(cfg.out), cfg.overwrite) as tmp:
+    with atomic_output_dir(Path(cfg.out), cfg.overwrite, what="export", inputs=[cfg.dataset]) as tmp:
         run = {"nerfstudio": _export_nerfstudio, "colmap": _export_colmap, "ply": _export_ply}[cfg.to]
         summary = run(ds, cfg, tmp)
     return {"dataset": str(cfg.dataset), "format": cfg.to, "out": str(cfg.out), **summary}

@@ -289,3 +289,19 @@ def test_nerfstudio_per_frame_intrinsics_and_sfm_units(tmp_path):
         np.testing.assert_allclose(fb.K, fa.K, atol=1e-12)
         np.testing.assert_allclose(fb.cam_from_world, fa.cam_from_world, atol=1e-12)
         assert np.abs(a.read_depth(fa) - b.read_depth(fb)).max() <= 0.5 / scale + 1e-6
+
+
+def test_export_refusals_are_clean(tmp_path, run_cli):
+    """One line, non-zero exit, nothing left behind, the dataset byte-identical."""
+    from hostile import assert_refused, tiny_dataset
+
+    ds = tiny_dataset(tmp_path / "ds")
+    donly = tiny_dataset(tmp_path / "donly", images=False)
+    assert_refused(run_cli, ["export", ds, ds / "sub", "--to", "ply"], inputs=[ds], absent=[ds / "sub"], match="inside")
+    assert_refused(run_cli, ["export", ds, tmp_path, "--to", "ply"], inputs=[ds], match="contains|current|exists")
+    assert_refused(run_cli, ["export", ds, tmp_path / "o", "--to", "obj"], inputs=[ds], absent=[tmp_path / "o"],
+                   match="unknown export format")
+    assert_refused(run_cli, ["export", donly, tmp_path / "o", "--to", "nerfstudio"], inputs=[donly],
+                   absent=[tmp_path / "o"], match="no image")
+    assert_refused(run_cli, ["export", ds, tmp_path / "o", "--to", "ply", "--voxel-size", "-1"], inputs=[ds],
+                   absent=[tmp_path / "o"], match="voxel-size")

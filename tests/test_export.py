@@ -68,9 +68,11 @@ def test_nerfstudio_fields_and_axes(synth_ds, tmp_path):
     summary = _export(synth_ds, ns, "nerfstudio")
     meta = json.loads((ns / "transforms.json").read_text())
     # Every key nerfstudio's parser reads for a pinhole project with depth and a point cloud.
-    for key in ("camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2", "ply_file_path"):
+    for key in ("camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "k3", "k4", "p1", "p2", "ply_file_path"):
         assert key in meta, key
     assert meta["camera_model"] == "OPENCV" and meta["depth_unit_scale_factor"] == 0.001
+    assert all(meta[k] == 0 for k in ("k1", "k2", "k3", "k4", "p1", "p2"))
+    assert all({"file_path", "depth_file_path", "transform_matrix"} <= set(fj) for fj in meta["frames"])
     assert (ns / meta["ply_file_path"]).is_file() and summary["points"] > 0
     ds = load_dataset(synth_ds)
     assert meta["cx"] == ds.frames[0].K[0, 2] and meta["fl_x"] == ds.frames[0].K[0, 0]

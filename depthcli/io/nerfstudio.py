@@ -245,5 +245,5 @@ def intrinsics_json(K: np.ndarray, width: int, height: int) -> dict[str, Any]:
         "w": int(width),
         "h": int(height),
     }
-    d.update({k: 0.0 for k in ("k1", "k2", "p1", "p2")})
+    d.update({k: 0.0 for k in DISTORTION_KEYS})
     return d

@@ -18,6 +18,7 @@ convert.tartanair  tartanair                       io.tartanair
 convert.irs        irs                             io.irs (OpenEXR)
 convert.blendedmvs blendedmvs                      io.mvsnet, io.depth_files
 convert.scannet    scannet                         io.rgbd
+convert.nerfstudio nerfstudio (transforms.json)    io.nerfstudio
 =================  ==============================  ===============================
 
 A family module provides ``KINDS``, ``detect(source) -> (kind, reason) | None``
@@ -37,6 +38,7 @@ __all__ = ["ConvertConfig", "convert", "detect_source", "SOURCE_FAMILIES", "SOUR
 
 #: family module (``depthcli.convert.<name>``) -> the kinds it converts, in detection order.
 SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "nerfstudio": ("nerfstudio",),  # first: its images/ + depth/ would also pass as a generic folder
     "colmap": ("colmap",),
     "hypersim": ("hypersim",),
     "vkitti2": ("vkitti2",),
@@ -74,6 +76,8 @@ def _family_module(family: str):
         from depthcli.convert import blendedmvs as module
     elif family == "scannet":
         from depthcli.convert import scannet as module
+    elif family == "nerfstudio":
+        from depthcli.convert import nerfstudio as module
     else:  # pragma: no cover - a SOURCE_FAMILIES entry without its import here
         raise DepthcliError(f"internal: no module for source family '{family}'")
     return module

@@ -36,6 +36,7 @@ class TrainConfig:
     datasets: list[Path]  # depth datasets, or folders holding several datasets
     out: Path  # output folder (checkpoints, final model, curves)
     pseudo_labels: Path | None = None  # a distill labels folder: train on pseudo-labels instead of datasets
+    weights: list[float] | None = None  # sampling weight per entry of datasets (None: every frame equally likely)
     preset: str = "tiny"  # model size from depthcli.estimators.models.PRESETS
     init: Path | None = None  # start from this checkpoint folder instead of random weights
     epochs: int = 10  # passes over the training split
@@ -302,6 +303,10 @@ def _build_samples(cfg: TrainConfig):
     else:
         if not cfg.datasets:
             raise DepthcliError("no training datasets given", "pass one or more depth datasets")
+        if cfg.weights is not None:
+            from depthcli.estimators.data import check_weights
+
+            cfg.weights = check_weights(cfg.weights, len(cfg.datasets))
         samples = samples_from_datasets([Path(d) for d in cfg.datasets])
     return split_train_val(samples, cfg.val_fraction, cfg.seed)
 
@@ -401,7 +406,7 @@ def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
     import torch
 
     from depthcli.console import log, progress_task
-    from depthcli.estimators.data import SampleDataset, shard, strong_augment, write_json
+    from depthcli.estimators.data import SampleDataset, shard, strong_augment, weighted_order, write_json
     from depthcli.estimators.models import PATCH, build_model, forward_disparity, load_model, model_input_size
 
     cfg.validate()
@@ -496,6 +501,8 @@ def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
                 epoch = state["epoch"]
                 train_ds.epoch = epoch
                 order = torch.randperm(len(train_refs), generator=torch.Generator().manual_seed(cfg.seed + 7919 * epoch))
+                if cfg.weights is not None and cfg.pseudo_labels is None:  # mix sources at fixed proportions
+                    order = torch.tensor(weighted_order(train_refs, cfg.weights, len(train_refs), cfg.seed + 7919 * epoch))
                 mine = shard(order.tolist(), dist.rank, dist.world, equal=True)
                 mine = mine[state["step_in_epoch"] * cfg.batch_size:]
                 loader = torch.utils.data.DataLoader(

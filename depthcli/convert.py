@@ -44,6 +44,28 @@ class ConvertConfig:
     resize_depth: bool = False  #: resize depth to the colour image size (nearest) instead of refusing
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_float, check_int, check_positive
+
+        check_choice(self.source_kind, "source kind (--from)", SOURCE_KINDS)
+        check_choice(self.depth_format, "depth format (--depth-format)", ("npy", "png16"))
+        check_choice(self.depth_encoding, "depth encoding (--depth-encoding)", ("linear", "nyu-raw", "sun"))
+        check_positive(self.depth_scale, "--depth-scale", optional=True)
+        check_positive(self.input_depth_scale, "--input-depth-scale", optional=True)
+        check_int(self.downscale, "--downscale", min=1, max=64)
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_int(self.max_frames, "--max-frames", min=1, optional=True, hint="leave it out to keep every frame")
+        check_positive(self.max_reproj_error, "--max-reproj-error", optional=True)
+        check_int(self.min_track_length, "--min-track-length", min=0)
+        if self.intrinsics is not None:
+            if len(self.intrinsics) != 4:
+                raise DepthcliError("--intrinsics takes four numbers: FX FY CX CY (pixels)")
+            for name, v in zip(("FX", "FY"), self.intrinsics[:2]):
+                check_positive(v, f"--intrinsics {name}")
+            for name, v in zip(("CX", "CY"), self.intrinsics[2:]):
+                check_float(v, f"--intrinsics {name}")
+
 
 def detect_source(source: Path) -> tuple[str, str]:
     """Return (kind, reason) for a source folder, or raise a clear error."""
@@ -74,20 +96,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     from depthcli.console import log
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
 
-    if cfg.source_kind not in SOURCE_KINDS:
-        raise DepthcliError(f"unknown source kind '{cfg.source_kind}'", f"use one of {', '.join(SOURCE_KINDS)}")
-    if cfg.depth_format not in ("npy", "png16"):
-        raise DepthcliError(f"unknown depth format '{cfg.depth_format}'", "use npy or png16")
-    if cfg.depth_scale is not None and not cfg.depth_scale > 0:
-        raise DepthcliError("--depth-scale must be positive")
-    if cfg.depth_encoding not in ("linear", "nyu-raw", "sun"):
-        raise DepthcliError(f"unknown depth encoding '{cfg.depth_encoding}'", "use one of linear, nyu-raw, sun")
-    if cfg.input_depth_scale is not None and not cfg.input_depth_scale > 0:
-        raise DepthcliError("--input-depth-scale must be positive")
-    if cfg.downscale < 1:
-        raise DepthcliError("--downscale must be a positive integer")
-    if cfg.max_depth is not None and cfg.max_depth <= 0:
-        raise DepthcliError("--max-depth must be positive")
+    cfg.validate()
     check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
     if cfg.source_kind == "auto":
         kind, reason = detect_source(cfg.source)

@@ -68,6 +68,24 @@ def _register() -> None:
 _register()
 
 
+def _click_exceptions():
+    """Click's exception classes: Typer >= 0.2x vendors Click as ``typer._click``."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer: Click itself
+        from click import exceptions
+    if not hasattr(exceptions, "NoArgsIsHelpError"):  # Click < 8.2 prints the help and exits itself
+
+        class NoArgsIsHelpError(exceptions.UsageError):
+            pass
+
+        exceptions.NoArgsIsHelpError = NoArgsIsHelpError  # type: ignore[attr-defined]
+    return exceptions
+
+
+_CLICK = _click_exceptions()
+
+
 def _debug() -> bool:
     return os.environ.get("DEPTHCLI_DEBUG", "") not in ("", "0", "false", "no")
 
@@ -77,7 +95,11 @@ def main(args: list[str] | None = None) -> int:
 
     * :class:`~depthcli.errors.DepthcliError` (bad input): one red line with a
       hint on stderr, exit code 1.
-    * usage errors: Typer/Click's message, exit code 2.
+    * usage errors (an unknown flag, a value that does not parse): Click's
+      message as one line, exit code 2.
+    * a full disk (ENOSPC / EDQUOT anywhere in the exception chain): one line
+      naming the file, exit code 1 (outputs are built atomically, so nothing
+      half-written stays behind).
     * anything else: one line naming the internal error, exit code 1.
     With ``DEPTHCLI_DEBUG=1`` errors are re-raised with their traceback.
     """
@@ -85,12 +107,31 @@ def main(args: list[str] | None = None) -> int:
     from depthcli.errors import DepthcliError
 
     try:
-        # Standalone mode: Typer prints usage errors itself and exits with 2.
-        app(args=args, prog_name="depthcli")
-        return 0
+        # Not standalone: usage errors come back here and are printed as one line.
+        code = app(args=args, prog_name="depthcli", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except _CLICK.NoArgsIsHelpError as exc:  # the help is already printed
+        return exc.exit_code
+    except _CLICK.UsageError as exc:
+        if _debug():
+            raise
+        command = exc.ctx.command_path if exc.ctx is not None else "depthcli"
+        console.print(
+            f"[bold red]error:[/bold red] {_escape(exc.format_message())} [dim](see {_escape(command)} --help)[/dim]",
+            soft_wrap=True,
+        )
+        return exc.exit_code
+    except _CLICK.ClickException as exc:
+        if _debug():
+            raise
+        console.print(f"[bold red]error:[/bold red] {_escape(exc.format_message())}", soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        console.print("[red]aborted[/red]")
+        return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red] (outputs written so far are complete; long jobs resume with --resume)")
         return 130
@@ -108,12 +149,39 @@ def main(args: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the boundary
         if _debug():
             raise
+        full = _disk_full(exc)
+        if full is not None:
+            where = f"'{full}'" if full else "the output"
+            console.print(
+                f"[bold red]error:[/bold red] disk full while writing {_escape(where)} "
+                "[dim](free space or choose another output; nothing half-written was kept)[/dim]",
+                soft_wrap=True,
+            )
+            return 1
         console.print(
             f"[bold red]internal error:[/bold red] {type(exc).__name__}: {_escape(str(exc))} "
             "[dim](this is a bug in depthcli; re-run with DEPTHCLI_DEBUG=1 for the traceback and report it)[/dim]",
             soft_wrap=True,
         )
         return 1
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The file being written when the disk (or quota) filled up: ``""`` when unknown,
+    None when ``exc`` is not about a full disk. Looks through the exception chain
+    (libraries re-raise ENOSPC as their own errors, e.g. torch's RuntimeError)."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(exc.filename or "")
+        text = str(exc)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return ""
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
 
 
 def _escape(text: str) -> str:

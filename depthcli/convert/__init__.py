@@ -104,21 +104,11 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.source`` into a dataset at ``cfg.out``; returns a summary dict."""
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
 
-    if cfg.source_kind not in SOURCE_KINDS:
-        raise DepthcliError(f"unknown source kind '{cfg.source_kind}'", f"use one of {', '.join(SOURCE_KINDS)}")
-    if cfg.depth_format not in ("npy", "png16"):
-        raise DepthcliError(f"unknown depth format '{cfg.depth_format}'", "use npy or png16")
-    if cfg.depth_scale is not None and not cfg.depth_scale > 0:
-        raise DepthcliError("--depth-scale must be positive")
-    if cfg.depth_encoding not in ("linear", "nyu-raw", "sun"):
-        raise DepthcliError(f"unknown depth encoding '{cfg.depth_encoding}'", "use one of linear, nyu-raw, sun")
-    if cfg.input_depth_scale is not None and not cfg.input_depth_scale > 0:
-        raise DepthcliError("--input-depth-scale must be positive")
-    if cfg.downscale < 1:
-        raise DepthcliError("--downscale must be a positive integer")
-    if cfg.max_depth is not None and not cfg.max_depth > 0:
-        raise DepthcliError("--max-depth must be positive")
-    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
+    from depthcli.validate import check_choice
+
+    check_choice(cfg.source_kind, "source kind (--from)", SOURCE_KINDS)
+    cfg.validate()
+    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file, cfg.camera_parameters])
     if cfg.source_kind == "auto":
         kind, reason = detect_source(cfg.source)  # said in the summary: a refused run prints one line only
     else:

@@ -35,3 +35,28 @@ class ConvertConfig:
     # training sets (Hypersim, ...)
     camera_parameters: Path | None = None  #: Hypersim metadata_camera_parameters.csv (default: found beside or above SOURCE)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written.
+
+        The source kind is checked by :func:`depthcli.convert.convert`, which owns the table of kinds.
+        """
+        from depthcli.errors import DepthcliError
+        from depthcli.validate import check_choice, check_float, check_int, check_positive
+
+        check_choice(self.depth_format, "depth format (--depth-format)", ("npy", "png16"))
+        check_choice(self.depth_encoding, "depth encoding (--depth-encoding)", ("linear", "nyu-raw", "sun"))
+        check_positive(self.depth_scale, "--depth-scale", optional=True)
+        check_positive(self.input_depth_scale, "--input-depth-scale", optional=True)
+        check_int(self.downscale, "--downscale", min=1, max=64)
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_int(self.max_frames, "--max-frames", min=1, optional=True, hint="leave it out to keep every frame")
+        check_positive(self.max_reproj_error, "--max-reproj-error", optional=True)
+        check_int(self.min_track_length, "--min-track-length", min=0)
+        if self.intrinsics is not None:
+            if len(self.intrinsics) != 4:
+                raise DepthcliError("--intrinsics takes four numbers: FX FY CX CY (pixels)")
+            for name, v in zip(("FX", "FY"), self.intrinsics[:2]):
+                check_positive(v, f"--intrinsics {name}")
+            for name, v in zip(("CX", "CY"), self.intrinsics[2:]):
+                check_float(v, f"--intrinsics {name}")

@@ -63,6 +63,17 @@ class DistillConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress bars
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before any image is labelled."""
+        from depthcli.estimators.models import PATCH
+        from depthcli.estimators.training import check_training_settings
+        from depthcli.validate import check_choice, check_fraction, check_multiple
+
+        check_choice(self.stage, "stage (--stage)", ("label", "student", "all"))
+        check_fraction(self.agreement_tol, "agreement_tol")
+        check_multiple(self.label_size, "--label-size", PATCH, optional=True)
+        check_training_settings(self)  # the student's settings, checked before the labelling stage
+
 
 def label_stem(rel: str) -> str:
     """File stem of an image's label: readable + a hash of the relative path (unique)."""
@@ -199,6 +210,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
     from depthcli.estimators.training import TrainConfig, barrier, init_distributed, train_estimator
 
+    cfg.validate()
     if cfg.stage not in ("label", "student", "all"):
         raise DepthcliError(f"unknown stage '{cfg.stage}'", "use label, student or all")
     if cfg.threads:

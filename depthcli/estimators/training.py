@@ -63,6 +63,41 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress bar
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_float, check_int, check_positive
+
+        check_training_settings(self)
+        check_choice(self.augment, "augmentation", ("basic", "strong"))
+        check_choice(self.align, "alignment (--align)", ("median", "lstsq"))
+        check_float(self.encoder_lr_factor, "--encoder-lr-factor", min=0.0, max=1e3)
+        check_float(self.weight_decay, "weight_decay", min=0.0)
+        check_float(self.grad_weight, "grad_weight", min=0.0)
+        check_int(self.grad_scales, "grad_scales", min=1, max=8)
+        check_float(self.dead_relu_weight, "dead_relu_weight", min=0.0)
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_int(self.num_workers, "--workers", min=0, max=256)
+
+
+def check_training_settings(cfg: Any) -> None:
+    """The settings train and distill share (same field names on both configs)."""
+    from depthcli.estimators.models import PATCH, PRESETS
+    from depthcli.validate import check_choice, check_device, check_fraction, check_int, check_multiple, check_float, check_seed
+
+    check_choice(cfg.preset, "preset (--preset)", PRESETS)
+    check_int(cfg.epochs, "--epochs", min=1, max=10**6)
+    check_int(cfg.batch_size, "--batch-size", min=1, max=65536)
+    check_float(cfg.lr, "--lr", min=0.0, max=1.0, min_open=True, hint="e.g. 5e-4")
+    check_multiple(cfg.size, "--size", PATCH, optional=True)
+    check_fraction(cfg.val_fraction, "--val-fraction")
+    check_fraction(cfg.trim, "--trim", hint="the fraction of largest residuals ignored, e.g. 0.1")
+    check_seed(cfg.seed)
+    check_int(cfg.checkpoint_every, "--checkpoint-every", min=1)
+    check_int(cfg.max_steps, "--max-steps", min=1, optional=True)
+    check_float(cfg.max_minutes, "--max-minutes", min=0.0, min_open=True, optional=True)
+    check_int(cfg.threads, "--threads", min=1, max=1024, optional=True)
+    check_device(cfg.device)
+
 
 # ----------------------------------------------------------------------------- distributed helpers
 
@@ -165,12 +200,15 @@ def latest_checkpoint(out: Path) -> Path | None:
 def _load_trainer_state(ck: Path) -> dict[str, Any]:
     """Optimizer state and counters of a checkpoint: tensors and plain data only, never code."""
     import pickle
+    import warnings
 
     import torch
 
     path = ck / "trainer_state.pt"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DepthcliError(f"--resume: '{path}' holds more than tensors and plain data; refusing to load it",
                             "checkpoints from another source are never unpickled; start again with --overwrite") from None
@@ -366,6 +404,7 @@ def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
     from depthcli.estimators.data import SampleDataset, shard, strong_augment, write_json
     from depthcli.estimators.models import PATCH, build_model, forward_disparity, load_model, model_input_size
 
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.align not in ("median", "lstsq"):

@@ -25,6 +25,7 @@ import numpy as np
 from depthcli import __version__
 from depthcli.depth import sanitize_depth, valid_mask
 from depthcli.errors import DepthcliError
+from depthcli.validate import MAX_SIDE, check_int, check_intrinsics_matrix, check_positive, check_rigid
 
 FORMAT = "depthcli.dataset"
 VERSION = 1
@@ -213,14 +214,16 @@ def load_dataset(root: Path) -> DepthDataset:
                 name=str(fj["name"]),
                 image=fj.get("image"),
                 depth=str(fj["depth"]),
-                width=int(fj["width"]),
-                height=int(fj["height"]),
+                width=check_int(fj["width"], f"{where}: width", min=1, max=MAX_SIDE),
+                height=check_int(fj["height"], f"{where}: height", min=1, max=MAX_SIDE),
                 K=_matrix(fj["K"], (3, 3), "K", where),
                 cam_from_world=_matrix(fj["cam_from_world"], (4, 4), "cam_from_world", where),
-                depth_scale=None if fj.get("depth_scale") is None else float(fj["depth_scale"]),
+                depth_scale=check_positive(fj.get("depth_scale"), f"{where}: depth_scale", optional=True),
                 extra={k: v for k, v in fj.items() if k not in known},
             )
         )
+        check_intrinsics_matrix(frames[-1].K, where)
+        check_rigid(frames[-1].cam_from_world, where)
     rest = {k: v for k, v in meta.items() if k not in {"frames"}}
     return DepthDataset(
         root=root,

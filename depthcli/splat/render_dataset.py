@@ -39,7 +39,13 @@ def render_dataset(
     torch CPU threads while rendering (None: torch's default).
     """
     from depthcli.splat.trainer import torch_threads
+    from depthcli.validate import check_choice, check_device, check_float, check_int
 
+    check_choice(mode, "render mode (--mode)", ("D", "ED"))
+    check_choice(backend, "backend (--backend)", ("auto", "gsplat", "torch"))
+    check_device(device, allowed=("cpu", "cuda", "mps"), indexed=True)
+    check_float(min_alpha, "--min-alpha", min=0.0, max=1.0, max_open=True)
+    check_int(cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
     with torch_threads(cpu_threads, device):
         return _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, rgb, previews, overwrite)
 

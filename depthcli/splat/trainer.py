@@ -38,6 +38,8 @@ import numpy as np
 from depthcli.errors import DepthcliError
 
 MODES = ("D", "ED", "RGB+D", "RGB+ED")
+#: Most optimisation steps one run accepts (a schedule, not a memory bound; days on a GPU).
+MAX_STEPS = 10**8
 
 
 @dataclass
@@ -93,6 +95,42 @@ class SplatTrainConfig:
         d["dataset"] = str(Path(self.dataset).resolve())  # absolute: a job resumes from any folder
         d["out"] = str(Path(self.out).resolve())
         return d
+
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import (check_choice, check_depth_range, check_device, check_float, check_int,
+                                       check_positive, check_seed)
+
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.backend, "backend", ("auto", "gsplat", "torch"))
+        check_device(self.device, allowed=("cpu", "cuda", "mps"), indexed=True)
+        check_choice(self.depth_loss, "depth loss", ("depth", "disparity"))
+        check_choice(self.densify, "densify strategy", ("auto", "gsplat", "torch", "off"))
+        check_int(self.steps, "--steps", min=1, max=MAX_STEPS)
+        check_seed(self.seed)
+        check_int(self.test_every, "--test-every", min=0)
+        check_int(self.max_init_points, "--max-init-points", min=1, max=10**8)
+        check_int(self.eval_every, "--eval-every", min=0)
+        check_int(self.checkpoint_every, "--checkpoint-every", min=1)
+        check_int(self.keep_checkpoints, "keep_checkpoints", min=1)
+        check_depth_range(self.min_depth, self.max_depth)
+        check_float(self.min_alpha, "min_alpha", min=0.0, max=1.0, max_open=True)
+        for name in ("grad_weight", "multiscale_weight", "coverage_weight", "rgb_weight"):
+            check_float(getattr(self, name), name, min=0.0)
+        check_float(self.ssim_lambda, "ssim_lambda", min=0.0, max=1.0)
+        check_int(self.multiscale_levels, "multiscale_levels", min=0, max=16)
+        for name in ("lr_means", "lr_scales", "lr_quats", "lr_opacities", "lr_colors", "init_scale", "grow_grad2d"):
+            check_positive(getattr(self, name), name)
+        check_float(self.init_opacity, "init_opacity", min=0.0, max=1.0, min_open=True, max_open=True)
+        check_positive(self.voxel, "voxel", optional=True)
+        check_int(self.refine_start, "refine_start", min=0)
+        check_int(self.refine_stop, "refine_stop", min=0, optional=True)
+        check_int(self.refine_every, "refine_every", min=1)
+        check_int(self.reset_every, "reset_every", min=0)
+        check_float(self.prune_opa, "prune_opa", min=0.0, max=1.0, max_open=True)
+        check_int(self.max_gaussians, "max_gaussians", min=1, max=10**9)
+        check_int(self.stop_at, "stop_at", min=1, optional=True)
+        check_int(self.cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -228,6 +266,7 @@ def _prepare_out(cfg: SplatTrainConfig, stack) -> Path:
 def _load_checkpoint(out: Path) -> dict:
     """The newest readable checkpoint of a job (tensors and plain data only, never code)."""
     import pickle
+    import warnings
 
     import torch
 
@@ -237,20 +276,19 @@ def _load_checkpoint(out: Path) -> dict:
     ckpts = _checkpoints(out)
     if not ckpts:
         raise DepthcliError(f"--resume: no checkpoint in '{folder}'", "start without --resume (or check the folder)")
-    unsafe = None
     for path in reversed(ckpts):
         path = resolve_inside(folder, path.name, f"checkpoint '{path}'")
         try:
             # weights_only: tensors, numbers, strings and containers; anything else
-            # (a pickled object that could run code) is refused, not executed.
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # (a pickled object that could run code) is refused, never executed.
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            unsafe = unsafe or path
+            raise DepthcliError(f"--resume: checkpoint '{path}' holds more than tensors and plain data; refusing to load it",
+                                "depthcli never unpickles objects; start again with --overwrite") from None
         except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
             continue
-    if unsafe is not None:
-        raise DepthcliError(f"--resume: checkpoint '{unsafe}' holds more than tensors and plain data; refusing to load it",
-                            "checkpoints from another source are never unpickled; start again with --overwrite")
     raise DepthcliError(f"--resume: no readable checkpoint in '{folder}'", "start again with --overwrite")
 
 
@@ -331,6 +369,7 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     """
     from contextlib import ExitStack
 
+    cfg.validate()
     with torch_threads(cfg.cpu_threads, cfg.device), ExitStack() as stack:
         return _train(cfg, stack)
 

@@ -54,6 +54,7 @@ def test_real_hypersim_frame(tmp_path, run_cli):
     assert "range" in meta["source"]["depth_conversion"]
     (frame,) = meta["frames"]
     assert frame["image"] is None  # depth-only frame
+    assert frame["name"] == "cam_00/0000" and frame["depth"] == "depth/cam_00_0000.npy"
     K = np.array(frame["K"])
     cam_from_world = np.array(frame["cam_from_world"])
     # The data README: fx = fy = 887.54, cx = 573.44, cy = 457.64 (far from the centre 512, 384)

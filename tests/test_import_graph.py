@@ -163,3 +163,17 @@ def test_cycle_detector_accepts_a_tree(tmp_path):
     graph = import_graph(pkg)
     assert graph["depthcli.a"] == {"depthcli.b", "depthcli.c"}
     assert find_cycle(graph) is None
+
+
+def test_every_source_family_is_wired():
+    """Each SOURCE_FAMILIES entry has its module with KINDS, detect() and convert_source()."""
+    import depthcli.convert as conv
+
+    seen = []
+    for family, kinds in conv.SOURCE_FAMILIES.items():
+        module = conv._family_module(family)
+        assert module.__name__ == f"depthcli.convert.{family}"
+        assert tuple(module.KINDS) == kinds
+        assert callable(module.detect) and callable(module.convert_source)
+        seen += kinds
+    assert len(seen) == len(set(seen)) and conv.SOURCE_KINDS == ("auto", *seen)

@@ -54,6 +54,7 @@ def test_real_hypersim_frame(tmp_path, run_cli):
     assert "range" in meta["source"]["depth_conversion"]
     (frame,) = meta["frames"]
     assert frame["image"] is None  # depth-only frame
+    assert frame["name"] == "cam_00/0000" and frame["depth"] == "depth/cam_00_0000.npy"
     K = np.array(frame["K"])
     cam_from_world = np.array(frame["cam_from_world"])
     # The data README: fx = fy = 887.54, cx = 573.44, cy = 457.64 (far from the centre 512, 384)
@@ -206,3 +207,23 @@ def test_nan_projection_matrix(tmp_path, run_cli):
     M = np.array([[1.0, 0, 0], [0, np.nan, 0], [0, 0, -1.0]])
     scene = _make_scene(tmp_path, M=M)
     assert "M_cam_from_uv" in _refused(run_cli, tmp_path, scene)
+
+
+def test_frame_index_picks_its_keyframe(tmp_path, run_cli):
+    scene = _make_scene(tmp_path)
+    gdir = scene / "images" / "scene_cam_00_geometry_hdf5"
+    with h5py.File(gdir / "frame.0002.depth_meters.hdf5", "w") as fh:
+        fh["dataset"] = np.full((4, 6), 5.0, np.float16)
+    det = scene / "_detail" / "cam_00"
+    with h5py.File(det / "camera_keyframe_orientations.hdf5", "w") as fh:
+        fh["dataset"] = np.stack([np.eye(3)] * 3)
+    with h5py.File(det / "camera_keyframe_positions.hdf5", "w") as fh:
+        fh["dataset"] = np.array([[0.0, 0, 0], [100.0, 0, 0], [200.0, 0, 0]])  # asset units (0.01 m)
+    out = tmp_path / "out"
+    code, _, err = run_cli("convert", scene, out)
+    assert code == 0, err
+    frames = json.loads((out / "dataset.json").read_text())["frames"]
+    assert [f["name"] for f in frames] == ["cam_00/0000", "cam_00/0002"]
+    # frame 2 uses keyframe 2: camera centre at x = 200 * 0.01 = 2 m -> t = -R c = (-2, 0, 0)
+    np.testing.assert_allclose(np.array(frames[1]["cam_from_world"])[:3, 3], [-2.0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(np.array(frames[0]["cam_from_world"])[:3, 3], [0.0, 0, 0], atol=1e-12)

@@ -108,10 +108,11 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.source`` into a dataset at ``cfg.out``; returns a summary dict."""
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
 
-    if cfg.source_kind not in SOURCE_KINDS:
-        raise DepthcliError(f"unknown source kind '{cfg.source_kind}'", f"use one of {', '.join(SOURCE_KINDS)}")
+    from depthcli.validate import check_choice
+
+    check_choice(cfg.source_kind, "source kind (--from)", SOURCE_KINDS)
     cfg.validate()
-    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file])
+    check_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.source, cfg.images, cfg.intrinsics_file, cfg.camera_parameters])
     if cfg.source_kind == "auto":
         kind, reason = detect_source(cfg.source)  # said in the summary: a refused run prints one line only
     else:

@@ -39,7 +39,8 @@ class ConvertConfig:
     def validate(self) -> None:
         """Refuse out-of-range settings (one line each) before anything is read or written.
 
-        The source kind is checked by :func:`depthcli.convert.convert`, which owns the table of kinds."""
+        The source kind is checked by :func:`depthcli.convert.convert`, which owns the table of kinds.
+        """
         from depthcli.errors import DepthcliError
         from depthcli.validate import check_choice, check_float, check_int, check_positive
 

@@ -164,7 +164,7 @@ def convert_source(cfg: ConvertConfig, folder: Path, kind: str = "hypersim") -> 
 
             frames.append(
                 PlannedFrame(
-                    name=f"{cam}/frame.{index:04d}",
+                    name=f"{cam}/{index:04d}",  # file stem cam_00_0000 (a "." would be read as a suffix)
                     load_depth=load,
                     K=K,
                     cam_from_world=cam_from_world,

@@ -146,7 +146,7 @@ class _Rasterize(torch.autograd.Function):
 def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, mode, near_plane,
                far_plane, eps2d, backgrounds, radius_clip):
     """Same contract as :func:`depthcli.splat.render.render` (inputs already validated)."""
-    from depthcli.splat.render import mode_depth_kind, mode_has_rgb, mode_is_expected
+    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb, mode_is_expected
 
     if means.device.type != "cpu":
         from depthcli.errors import DepthcliError

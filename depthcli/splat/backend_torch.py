@@ -441,7 +441,7 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
     means2d, depths, conics = proj["means2d"], proj["depths"], proj["conics"]
     if means2d.requires_grad:
         means2d.retain_grad()
-    from depthcli.splat.render import mode_depth_kind, mode_has_rgb, mode_is_expected
+    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb, mode_is_expected
 
     opac_cn = opacities[None, :].expand(C, N)
     feats = []

@@ -39,36 +39,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from depthcli.errors import DepthcliError
+from depthcli.splat.modes import MODES, RenderMode, mode_depth_kind, mode_has_rgb, mode_is_expected  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED", "d", "Ed", "RGB-d", "RGB-Ed"]
 Backend = Literal["auto", "cpu", "gsplat", "torch"]
-
-MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED", "d", "Ed", "RGB-d", "RGB-Ed")
 BACKENDS = ("auto", "cpu", "gsplat", "torch")
-
-
-def mode_has_rgb(mode: str) -> bool:
-    """True when ``mode`` renders colour channels (RGB first)."""
-    return mode.startswith("RGB")
-
-
-def mode_depth_kind(mode: str) -> str | None:
-    """The depth channel of ``mode``: ``"z"`` (camera z of the centres: D, ED, RGB+D,
-    RGB+ED), ``"dist"`` (distance from the camera centre to the centres: d, Ed, RGB-d,
-    RGB-Ed) or None (RGB)."""
-    if mode in ("D", "ED", "RGB+D", "RGB+ED"):
-        return "z"
-    if mode in ("d", "Ed", "RGB-d", "RGB-Ed"):
-        return "dist"
-    return None
-
-
-def mode_is_expected(mode: str) -> bool:
-    """True when the depth channel is normalised by the accumulated alpha (ED, Ed, ...)."""
-    return mode in ("ED", "Ed", "RGB+ED", "RGB-Ed")
 
 
 def gsplat_available() -> bool:

@@ -254,9 +254,19 @@ def test_refused_runs_leave_no_folder(inputs, tmp_path, run_cli, monkeypatch):
     from depthcli.errors import DepthcliError
 
     out = tmp_path / "out"
-    # train: refused after the folder was prepared (crop size checked once the model is known)
-    assert_refused(run_cli, ["train", inputs["ds"], out, "--size", "15", "--max-steps", "1", "--threads", "1"],
-                   inputs=inputs.values(), absent=[out], match="multiple of 14")
+    # distill: a bad student setting is refused before any labelling
+    assert_refused(run_cli, ["distill", out, "--teacher", inputs["model"], "--images", inputs["imgs"], "--epochs", "0"],
+                   inputs=inputs.values(), absent=[out], match="epochs")
+
+    # train: failing after its folder was prepared (here: while building the model)
+    import depthcli.estimators.models as models
+
+    def no_model(*a, **k):
+        raise DepthcliError("simulated failure building the model")
+
+    monkeypatch.setattr(models, "build_model", no_model)
+    assert_refused(run_cli, _commands(inputs, out)["train"], inputs=inputs.values(), absent=[out],
+                   match="simulated failure")
 
     # splat-train: failing before its first checkpoint
     import depthcli.splat.trainer as trainer

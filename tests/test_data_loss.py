@@ -296,6 +296,8 @@ def test_hidden_work_folders_of_dead_runs_are_removed(inputs, tmp_path, run_cli)
     code, _, err = run_cli(*_commands(inputs, out)["synth"])
     assert code == 0, err
     assert not dead.exists() and (foreign / "keep.txt").read_text() == "x"
+    marker = json.loads((out / ".depthcli").read_text())  # the command and version that made it
+    assert marker["what"] == "synth" and marker["created_by"].startswith("depthcli ")
 
 
 def test_kill_9_leftover_is_removed_by_the_next_run(inputs, tmp_path, run_cli):

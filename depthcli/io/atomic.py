@@ -85,13 +85,17 @@ def ensure_replaceable(out: Path, markers: tuple[str, ...] = ()) -> None:
 
 def _command_name(default: str) -> str:
     """The running depthcli subcommand (e.g. ``synth``) when called from the CLI, else ``default``."""
-    try:
-        import click
+    import importlib
 
-        ctx = click.get_current_context(silent=True)
-    except ImportError:  # pragma: no cover - click comes with typer
-        return default
-    return ctx.info_name if ctx is not None and ctx.info_name else default
+    # Typer runs commands under click's context (its own vendored copy in recent versions).
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):  # pragma: no cover - depends on the typer version
+            continue
+        if ctx is not None and getattr(ctx, "info_name", None):
+            return str(ctx.info_name)
+    return default
 
 
 def mark_output(folder: Path, what: str) -> None:

@@ -335,3 +335,18 @@ def test_job_resumes_from_another_working_directory(inputs, tmp_path, monkeypatc
                            "--eval-every", "0", "--max-init-points", "100", "--resume")
     assert code == 0, err
     assert (tmp_path / "job" / "splats.ply").is_file()
+
+
+def test_a_file_appearing_during_a_run_is_never_replaced(tmp_path):
+    from depthcli.errors import DepthcliError
+    from depthcli.io.atomic import atomic_write
+
+    target = tmp_path / "table.csv"
+
+    def write(p):
+        p.write_text("second")
+        target.write_text("first")  # a concurrent run publishes first
+
+    with pytest.raises(DepthcliError, match="already exists"):
+        atomic_write(target, write, replace=False)
+    assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]

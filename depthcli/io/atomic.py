@@ -382,11 +382,13 @@ def job_output_dir(
 # ----------------------------------------------------------------------------- single files
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` (same folder).
 
     A reader never sees a partial ``path``: it is either the old file, absent,
-    or the complete new one (``os.replace`` is atomic on POSIX).
+    or the complete new one (``os.replace`` is atomic on POSIX). With
+    ``replace=False`` a ``path`` that exists by then (e.g. written by a
+    concurrent run) is never replaced: the write is refused instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -397,11 +399,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: never replaces
+            except FileExistsError:
+                raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
+                                    "pass --overwrite to replace it, or choose another path") from None
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
+def atomic_write_text(path: Path, text: str, replace: bool = True) -> None:
+    atomic_write(path, lambda p: p.write_text(text), replace=replace)

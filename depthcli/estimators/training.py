@@ -363,13 +363,24 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
     Works under ``torchrun`` (one process per rank). The final model is
     written to ``cfg.out / "model"`` by rank 0.
     """
+    from depthcli.errors import after_disk_full
+
+    cfg.validate()
+    try:
+        return _train_estimator(cfg)
+    except Exception as exc:
+        if not cfg.resume and int(os.environ.get("RANK", "0")) == 0:  # a fresh run's folder, on rank 0
+            after_disk_full(exc, cfg.out, latest_checkpoint(Path(cfg.out)) is not None, "train")
+        raise
+
+
+def _train_estimator(cfg: TrainConfig) -> dict[str, Any]:
     import torch
 
     from depthcli.console import log, progress_task
     from depthcli.estimators.data import SampleDataset, shard, strong_augment, write_json
     from depthcli.estimators.models import PATCH, build_model, forward_disparity, load_model, model_input_size
 
-    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.align not in ("median", "lstsq"):

@@ -116,8 +116,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            from depthcli.errors import disk_full, raise_if_disk_full
+
+            if disk_full(exc) is None:
+                raise_if_disk_full(path, written)  # writers such as torch.save fail without an errno
         raise
 
 

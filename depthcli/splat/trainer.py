@@ -351,9 +351,16 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
     ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
     """
+    from depthcli.errors import after_disk_full
+
     cfg.validate()
-    with torch_threads(cfg.cpu_threads, cfg.device):
-        return _train(cfg)
+    try:
+        with torch_threads(cfg.cpu_threads, cfg.device):
+            return _train(cfg)
+    except Exception as exc:
+        if not cfg.resume:  # a fresh job folder: remove it if the disk filled up before a checkpoint
+            after_disk_full(exc, cfg.out, bool(_checkpoints(Path(cfg.out))), "splat-train")
+        raise
 
 
 @contextmanager

@@ -408,10 +408,19 @@ def atomic_write(path: Path, write: Callable[[Path], None], replace: bool = True
                 raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
                                     "pass --overwrite to replace it, or choose another path") from None
             tmp.unlink()
-    except BaseException:
+    except BaseException as exc:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            from depthcli.errors import disk_full, raise_if_disk_full
+
+            if disk_full(exc) is None:
+                raise_if_disk_full(path, written)  # writers such as torch.save fail without an errno
         raise
 
 
 def atomic_write_text(path: Path, text: str, replace: bool = True) -> None:
-    atomic_write(path, lambda p: p.write_text(text), replace=replace)
+    if replace:
+        atomic_write(path, lambda p: p.write_text(text))
+    else:
+        atomic_write(path, lambda p: p.write_text(text), replace=False)

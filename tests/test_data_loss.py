@@ -62,7 +62,7 @@ def _commands(i, out):
     """Each command writing ``out`` (small, valid otherwise)."""
     return {
         "synth": ["synth", out, "--frames", "2", "--width", "16", "--height", "12"],
-        "convert": ["convert", i["cap"], out, *FOLDER_ARGS],
+        "convert": ["convert", i["cap"], out, "--from", "folder", *FOLDER_ARGS],
         "render": ["render", i["ply"], i["ds"], out],
         "predict": ["predict", i["model"], i["imgs"], out, "--threads", "1", "--device", "cpu"],
         "train": ["train", i["ds"], out, "--max-steps", "1", "--size", "14", "--batch-size", "2", "--threads", "1",
@@ -214,7 +214,7 @@ def _holder(out: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("cmd", ["synth", "train", "splat-train"])
+@pytest.mark.parametrize("cmd", ["synth", "convert", "render", "predict", "train", "splat-train", "distill", "eval"])
 def test_a_second_run_into_the_same_output_fails_cleanly(inputs, tmp_path, run_cli, cmd):
     out = tmp_path / "out"
     proc = _holder(out)

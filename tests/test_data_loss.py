@@ -350,3 +350,20 @@ def test_a_file_appearing_during_a_run_is_never_replaced(tmp_path):
     with pytest.raises(DepthcliError, match="already exists"):
         atomic_write(target, write, replace=False)
     assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_a_job_killed_before_its_first_checkpoint_can_be_replaced(inputs, tmp_path, run_cli):
+    """What a kill -9 leaves (marker + job.json, no checkpoint): refused without a flag,
+    nothing to resume, replaced with --overwrite."""
+    from depthcli.io.atomic import mark_output
+
+    out = tmp_path / "job"
+    out.mkdir()
+    mark_output(out, "splat-train")
+    (out / "job.json").write_text("{}")
+    args = _commands(inputs, out)["splat-train"]
+    assert_refused(run_cli, args, inputs=inputs.values(), unchanged=[out], match="already exists")
+    assert_refused(run_cli, args + ["--resume"], inputs=inputs.values(), unchanged=[out], match="no checkpoint")
+    code, _, err = run_cli(*args, "--overwrite")
+    assert code == 0, err
+    assert (out / "splats.ply").is_file() and json.loads((out / ".depthcli").read_text())["what"] == "splat-train"

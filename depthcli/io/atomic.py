@@ -407,7 +407,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], replace: bool = True
             except FileExistsError:
                 raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
                                     "pass --overwrite to replace it, or choose another path") from None
-            tmp.unlink()
+            except OSError:  # a file system without hard links: check, then rename
+                if path.exists() or path.is_symlink():
+                    raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
+                                        "pass --overwrite to replace it, or choose another path") from None
+                os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
     except BaseException as exc:
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from typing import Optional
 
@@ -150,12 +151,16 @@ def main(args: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the boundary
         if _debug():
             raise
-        full = _disk_full(exc)
+        from depthcli.errors import disk_full
+
+        full = disk_full(exc)
         if full is not None:
+            # Name the output as the user knows it, not its temporary ``.OUT.partial-*`` folder.
+            full = re.sub(r"(^|/)\.([^/]+)\.partial-[^/]*", r"\1\2", full)
             where = f"'{full}'" if full else "the output"
             console.print(
                 f"[bold red]error:[/bold red] disk full while writing {_escape(where)} "
-                "[dim](free space or choose another output; nothing half-written was kept)[/dim]",
+                "[dim](free space or choose another output)[/dim]",
                 soft_wrap=True,
             )
             return 1
@@ -165,24 +170,6 @@ def main(args: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
-
-
-def _disk_full(exc: BaseException) -> str | None:
-    """The file being written when the disk (or quota) filled up: ``""`` when unknown,
-    None when ``exc`` is not about a full disk. Looks through the exception chain
-    (libraries re-raise ENOSPC as their own errors, e.g. torch's RuntimeError)."""
-    import errno
-
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return str(exc.filename or "")
-        text = str(exc)
-        if "No space left on device" in text or "Disk quota exceeded" in text:
-            return ""
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return None
 
 
 def _escape(text: str) -> str:

@@ -398,8 +398,16 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
     """
     from contextlib import ExitStack
 
-    with ExitStack() as stack:  # holds the output folder's lock for the run
-        return _train_estimator(cfg, stack)
+    from depthcli.errors import after_disk_full
+
+    cfg.validate()
+    try:
+        with ExitStack() as stack:  # holds the output folder's lock for the run
+            return _train_estimator(cfg, stack)
+    except Exception as exc:
+        if not cfg.resume and int(os.environ.get("RANK", "0")) == 0:  # a fresh run's folder, on rank 0
+            after_disk_full(exc, cfg.out, latest_checkpoint(Path(cfg.out)) is not None, "train")
+        raise
 
 
 def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
@@ -409,7 +417,6 @@ def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
     from depthcli.estimators.data import SampleDataset, shard, strong_augment, weighted_order, write_json
     from depthcli.estimators.models import PATCH, build_model, forward_disparity, load_model, model_input_size
 
-    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.align not in ("median", "lstsq"):

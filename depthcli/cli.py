@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "demo"),
     ("synth", "synth"),
     ("convert", "convert"),
+    ("export", "export"),
     ("splat-train", "splat_train"),
     ("render", "render"),
     ("train", "train"),

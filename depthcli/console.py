@@ -61,8 +61,8 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             for item in items:
                 yield item
                 bar.advance(task)
-        except BaseException:
-            bar.live.transient = True  # a failed run ends with its error line only
+        except BaseException:  # an error (or an early stop) in the loop: leave no half bar behind
+            bar.live.transient = True
             raise
 
 
@@ -73,8 +73,8 @@ def progress_task(description: str, total: int | None) -> Iterator[tuple[Progres
         task = bar.add_task(description, total=total, info="")
         try:
             yield bar, task
-        except BaseException:
-            bar.live.transient = True  # a failed run ends with its error line only
+        except BaseException:  # a failed run prints its error line only
+            bar.live.transient = True
             raise
 
 

@@ -92,6 +92,7 @@ class EvalConfig:
     report_limit: int = 20  # at most this many images get pictures
     images: Path | None = None  # optional folder of RGB images (matched by stem) for the report
     overwrite: bool = False  # replace an existing report folder
+    csv: Path | None = None  # the CSV the caller writes (write_csv): only checked here, like report, for overlap
     workers: int = 0  # threads scoring images in parallel (0: min(4, CPU count)); results do not depend on it
 
     def validate(self) -> None:
@@ -251,7 +252,7 @@ class _Source:
             self.units = ds.depth_units
             self.kind = "disparity" if ds.depth_kind == "disparity" else "depth"
             for f in ds.frames:
-                self.files[match_key(f.name)] = (ds.root / f.depth, f.depth_scale if f.depth_scale is not None else scale)
+                self.files[match_key(f.name)] = (ds.path_of(f.depth, f"frame '{f.name}' depth"), f.depth_scale if f.depth_scale is not None else scale)
             self.frames = {match_key(f.name): f for f in ds.frames}
             return
         if not self.path.is_dir():
@@ -425,7 +426,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     """Evaluate every prediction of ``cfg`` against its GT; see the module docstring."""
     from depthcli.console import track, warn
 
+    from depthcli.io.atomic import check_no_overlap
+
     cfg.validate()
+    # Outputs never overlap an input (e.g. --report GT, --csv GT/dataset.json).
+    check_no_overlap([*cfg.preds, cfg.gt, cfg.pairs, cfg.images], [cfg.report, cfg.csv])
     proto = resolve_protocol(cfg)
     pred_paths = expand_pred_paths(cfg.preds)
     if not pred_paths:

@@ -65,7 +65,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    check_output_dir(Path(cfg.out), cfg.overwrite)
+    check_output_dir(Path(cfg.out), cfg.overwrite, inputs=[cfg.model, cfg.images])
     files, skipped = list_images(Path(cfg.images))
     if not files:
         raise DepthcliError(f"no images in '{cfg.images}'", "pass a folder of .jpg/.png images")
@@ -78,7 +78,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     unreadable: list[str] = []
     t0 = time.time()
     n = 0
-    with atomic_output_dir(Path(cfg.out), cfg.overwrite) as tmp:
+    with atomic_output_dir(Path(cfg.out), cfg.overwrite, what="predict", inputs=[cfg.model, cfg.images]) as tmp:
         writer = DatasetWriter(
             tmp,
             depth_units="affine",

@@ -39,15 +39,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from depthcli.errors import DepthcliError
+from depthcli.splat.modes import MODES, RenderMode, mode_depth_kind, mode_has_rgb, mode_is_expected  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
-Backend = Literal["auto", "gsplat", "torch"]
-
-MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-BACKENDS = ("auto", "gsplat", "torch")
+Backend = Literal["auto", "cpu", "gsplat", "torch"]
+BACKENDS = ("auto", "cpu", "gsplat", "torch")
 
 
 def gsplat_available() -> bool:
@@ -68,7 +66,10 @@ def resolve_backend(backend: str, device) -> str:
     if backend not in BACKENDS:
         raise DepthcliError(f"unknown render backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "gsplat" if getattr(device, "type", str(device)) == "cuda" and gsplat_available() else "torch"
+        kind = getattr(device, "type", str(device))
+        if kind == "cuda" and gsplat_available():
+            return "gsplat"
+        return "cpu" if kind == "cpu" else "torch"
     return backend
 
 
@@ -101,14 +102,14 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     C = viewmats.shape[0]
     if Ks.shape != (C, 3, 3):
         shape_err("Ks", f"[{C}, 3, 3]", Ks)
-    if "RGB" in mode:
+    if mode_has_rgb(mode):
         if colors is None:
             raise DepthcliError(f"render: mode {mode} needs colors", hint="pass colors [N, 3] or use mode D/ED")
         if not (colors.shape == (N, 3) or colors.shape == (C, N, 3)):
             shape_err("colors", f"[{N}, 3] or [{C}, {N}, 3]", colors)
     if not (0 < int(width) <= 32768 and 0 < int(height) <= 32768):
         raise DepthcliError(f"render: image size must be 1..32768 pixels per side, got {width}x{height}")
-    if backgrounds is not None and "RGB" in mode:
+    if backgrounds is not None and mode_has_rgb(mode):
         if not (backgrounds.shape == (C, 3) or backgrounds.shape == (3,)):
             shape_err("backgrounds", f"[{C}, 3] or [3]", backgrounds)
     devices = {t.device for t in (means, quats, scales, opacities, viewmats, Ks)}
@@ -168,6 +169,14 @@ def render(
         from depthcli.splat.backend_gsplat import render_gsplat
 
         return render_gsplat(
+            means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+            mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+            backgrounds=backgrounds, radius_clip=radius_clip,
+        )
+    if chosen == "cpu":
+        from depthcli.splat.backend_cpu import render_cpu
+
+        return render_cpu(
             means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
             mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
             backgrounds=backgrounds, radius_clip=radius_clip,

@@ -78,7 +78,7 @@ def _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, 
     dev = torch.device(device)
     per_view = []
     coverages = []
-    with atomic_output_dir(Path(out), overwrite) as tmp:
+    with atomic_output_dir(Path(out), overwrite, what="render", inputs=[splats_ply, dataset]) as tmp:
         writer = DatasetWriter(
             tmp,
             depth_units=ds.depth_units,  # type: ignore[arg-type]

@@ -92,8 +92,8 @@ class SplatTrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["dataset"] = str(self.dataset)
-        d["out"] = str(self.out)
+        d["dataset"] = str(Path(self.dataset).resolve())  # absolute: a job resumes from any folder
+        d["out"] = str(Path(self.out).resolve())
         return d
 
     def validate(self) -> None:
@@ -251,29 +251,45 @@ def render_depth(splats: dict, viewmat, K, width: int, height: int, mode: str, b
 # ----------------------------------------------------------------------------- job folder
 
 
-def _prepare_out(cfg: SplatTrainConfig) -> Path:
-    out = Path(cfg.out)
-    if cfg.resume:
-        if not _checkpoints(out):
-            raise DepthcliError(
-                f"--resume: no checkpoint in '{out / 'checkpoints'}'", "start without --resume (or check the folder)"
-            )
-        return out
-    if out.exists():
-        if not cfg.overwrite:
-            raise DepthcliError(f"output '{out}' already exists", "pass --overwrite to replace it or --resume to continue it")
-        if not out.is_dir():
-            raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
-        if any(out.iterdir()) and not (out / "job.json").is_file():
-            raise DepthcliError(
-                f"'{out}' is not a splat-train job folder (no job.json); refusing to delete it", "choose another output folder"
-            )
-        shutil.rmtree(out)
-    try:
-        (out / "checkpoints").mkdir(parents=True)
-    except OSError as exc:
-        raise DepthcliError(f"cannot create '{out}': {exc.strerror}", "choose a writable output folder") from None
-    return out
+def _prepare_out(cfg: SplatTrainConfig, stack) -> Path:
+    """Lock the job folder for this run (``stack`` holds it); a fresh job gets depthcli's marker.
+
+    A fresh job that fails before its first checkpoint is removed again.
+    """
+    from depthcli.io.atomic import job_output_dir
+
+    return stack.enter_context(job_output_dir(
+        Path(cfg.out), "splat-train", resume=cfg.resume, overwrite=cfg.overwrite, inputs=[cfg.dataset],
+        keep=lambda out: bool(_checkpoints(out))))
+
+
+def _load_checkpoint(out: Path) -> dict:
+    """The newest readable checkpoint of a job (tensors and plain data only, never code)."""
+    import pickle
+    import warnings
+
+    import torch
+
+    from depthcli.io.paths import resolve_inside
+
+    folder = Path(out) / "checkpoints"
+    ckpts = _checkpoints(out)
+    if not ckpts:
+        raise DepthcliError(f"--resume: no checkpoint in '{folder}'", "start without --resume (or check the folder)")
+    for path in reversed(ckpts):
+        path = resolve_inside(folder, path.name, f"checkpoint '{path}'")
+        try:
+            # weights_only: tensors, numbers, strings and containers; anything else
+            # (a pickled object that could run code) is refused, never executed.
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise DepthcliError(f"--resume: checkpoint '{path}' holds more than tensors and plain data; refusing to load it",
+                                "depthcli never unpickles objects; start again with --overwrite") from None
+        except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
+            continue
+    raise DepthcliError(f"--resume: no readable checkpoint in '{folder}'", "start again with --overwrite")
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -351,15 +367,16 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
     ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
     """
+    from contextlib import ExitStack
+
     from depthcli.errors import after_disk_full
 
     cfg.validate()
     try:
-        with torch_threads(cfg.cpu_threads, cfg.device):
-            return _train(cfg)
+        with torch_threads(cfg.cpu_threads, cfg.device), ExitStack() as stack:
+            return _train(cfg, stack)
     except Exception as exc:
-        if not cfg.resume:  # a fresh job folder: remove it if the disk filled up before a checkpoint
-            after_disk_full(exc, cfg.out, bool(_checkpoints(Path(cfg.out))), "splat-train")
+        after_disk_full(exc, cfg.out, "splat-train")
         raise
 
 
@@ -383,7 +400,7 @@ def torch_threads(n: Optional[int], device: str):
         torch.set_num_threads(before)
 
 
-def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
+def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     import torch
 
     from depthcli.console import log
@@ -406,17 +423,11 @@ def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
     # --- state: fresh or from a checkpoint (validated before anything is written)
     ckpt = None
     if cfg.resume:
-        ckpts = _checkpoints(Path(cfg.out))
-        if not ckpts:
-            raise DepthcliError(f"--resume: no checkpoint in '{Path(cfg.out) / 'checkpoints'}'", "start without --resume")
-        for path in reversed(ckpts):
-            try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-                break
-            except Exception:  # a damaged file: fall back to the previous checkpoint
-                continue
-        if ckpt is None:
-            raise DepthcliError(f"--resume: no readable checkpoint in '{Path(cfg.out) / 'checkpoints'}'")
+        from depthcli.io.atomic import check_no_overlap, check_resumable
+
+        check_no_overlap([cfg.dataset], [cfg.out])
+        check_resumable(Path(cfg.out), "splat-train")
+        ckpt = _load_checkpoint(Path(cfg.out))
         old = ckpt["config"]
         same = lambda k: (Path(old[k]).resolve() == Path(cfg.dataset).resolve()) if k == "dataset" else (  # noqa: E731
             str(old[k]) == str(getattr(cfg, k)))
@@ -434,7 +445,7 @@ def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
             ds, [views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids],
             [views[i].image for i in train_ids] if use_rgb else None, cfg.max_init_points, cfg.voxel,
         )
-    out = _prepare_out(cfg)
+    out = _prepare_out(cfg, stack)
     for stale in (out / "checkpoints").glob(".step_*"):  # temp files of a write killed midway
         stale.unlink(missing_ok=True)
     if not cfg.resume:

@@ -78,6 +78,10 @@ class TrainConfig:
         check_float(self.dead_relu_weight, "dead_relu_weight", min=0.0)
         check_positive(self.max_depth, "--max-depth", optional=True)
         check_int(self.num_workers, "--workers", min=0, max=256)
+        if self.weights is not None and self.pseudo_labels is None:
+            from depthcli.estimators.data import check_weights
+
+            check_weights(self.weights, len(self.datasets))
 
 
 def check_training_settings(cfg: Any) -> None:

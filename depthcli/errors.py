@@ -43,24 +43,19 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
-def after_disk_full(exc: BaseException, out, has_checkpoint: bool, command: str) -> None:
-    """Called by a resumable job (splat-train, train) when it failed; re-raise ``exc`` if
-    the disk is not full. A job folder this run created is removed when it holds no
-    checkpoint (nothing worth keeping); with a checkpoint it stays, and the error says
-    how to continue."""
-    import shutil
+def after_disk_full(exc: BaseException, out, command: str) -> None:
+    """Called by a resumable job (splat-train, train) that failed. When the disk filled
+    up and the job folder is still there (it holds a checkpoint; a fresh folder without
+    one is removed by :func:`depthcli.io.atomic.job_output_dir`), say how to continue.
+    Otherwise return: the caller re-raises and the CLI boundary reports it."""
     from pathlib import Path
 
     where = disk_full(exc)
-    if where is None:
+    if where is None or not Path(out).is_dir():
         return
     what = f"'{where}'" if where else f"the job folder '{out}'"
-    if has_checkpoint:
-        raise DepthcliError(f"disk full while writing {what}",
-                            f"free space, then continue with depthcli {command} ... --resume") from exc
-    shutil.rmtree(Path(out), ignore_errors=True)
-    raise DepthcliError(f"disk full while writing {what}; removed the incomplete '{out}'",
-                        "free space or choose another output") from exc
+    raise DepthcliError(f"disk full while writing {what}",
+                        f"free space, then continue with depthcli {command} ... --resume") from exc
 
 
 def raise_if_disk_full(path, nbytes: int) -> None:

@@ -44,6 +44,17 @@ class ExportConfig:
     depth_scale: float | None = None  #: nerfstudio: stored = depth x scale (default 1000 for metres)
     seed: int = 0  #: COLMAP point sampling
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_int, check_positive, check_seed
+
+        check_choice(self.to, "export format (--to)", EXPORT_FORMATS)
+        check_positive(self.voxel_size, "--voxel-size", optional=True)
+        check_int(self.stride, "--stride", min=1, max=4096)
+        check_int(self.points_per_frame, "--points-per-frame", min=1, max=10**8)
+        check_positive(self.depth_scale, "--depth-scale", optional=True)
+        check_seed(self.seed)
+
 
 class VoxelAccumulator:
     """Average points (and colours) per cubic voxel, frame by frame, in bounded memory.
@@ -305,12 +316,7 @@ def export_dataset(cfg: ExportConfig) -> dict[str, Any]:
     from depthcli.io.atomic import atomic_output_dir
     from depthcli.io.dataset import load_dataset
 
-    if cfg.to not in EXPORT_FORMATS:
-        raise DepthcliError(f"unknown export format '{cfg.to}'", f"use one of {', '.join(EXPORT_FORMATS)}")
-    if cfg.voxel_size is not None and not cfg.voxel_size > 0:
-        raise DepthcliError("--voxel-size must be positive")
-    if cfg.stride < 1:
-        raise DepthcliError("--stride must be a positive integer")
+    cfg.validate()
     ds = load_dataset(Path(cfg.dataset))
     _check_dataset(ds, cfg.to)
     with atomic_output_dir(Path(cfg.out), cfg.overwrite, what="export", inputs=[cfg.dataset]) as tmp:

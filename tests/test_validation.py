@@ -161,7 +161,8 @@ FLAG_CASES = {
         (["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
         (["--val-fraction", "1"], "--val-fraction"), (["--max-depth", "-5"], "--max-depth"),
         (["--max-minutes", "nan"], "--max-minutes"), (["--threads", "0"], "--threads"), (["--device", "tpu"], "tpu"),
-        (["--preset", "huge"], "preset"), (["--align", "mean"], "alignment"),
+        (["--preset", "huge"], "preset"), (["--align", "mean"], "alignment"), (["--weight", "nan"], "weights"),
+        (["--weight", "-1"], "weights"),
     ],
     "predict": [
         (["--size", "-14"], "--size"), (["--size", "13"], "multiple of 14"), (["--threads", "0"], "--threads"),
@@ -172,6 +173,12 @@ FLAG_CASES = {
         (["--epochs", "0"], "--epochs"), (["--lr", "nan"], "--lr"), (["--size", "20"], "multiple of 14"),
         (["--stage", "both"], "stage"), (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--seed", "-1"], "--seed"), (["--max-steps", "-1"], "--max-steps"), (["--device", "tpu"], "tpu"),
+    ],
+    "export": [
+        (["--to", "ply", "--voxel-size", "nan"], "--voxel-size"), (["--to", "ply", "--voxel-size", "inf"], "--voxel-size"),
+        (["--to", "ply", "--stride", "0"], "--stride"), (["--to", "colmap", "--points-per-frame", "0"], "--points-per-frame"),
+        (["--to", "nerfstudio", "--depth-scale", "nan"], "--depth-scale"), (["--to", "colmap", "--seed", "-1"], "--seed"),
+        (["--to", "obj"], "export format"),
     ],
     "eval": [
         (["--min-depth", "nan"], "--min-depth"), (["--max-depth", "-5"], "--max-depth"),
@@ -195,6 +202,7 @@ def _command_args(cmd: str, inp: dict, out: Path) -> tuple[list, list]:
         "predict": ([model, images, out], [model, images]),
         "distill": ([out, "--teacher", model, "--images", images], [model, images]),
         "eval": ([ds, ds, "--report", out], [ds]),
+        "export": ([ds, out], [ds]),
     }[cmd]
 
 

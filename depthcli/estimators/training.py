@@ -78,6 +78,10 @@ class TrainConfig:
         check_float(self.dead_relu_weight, "dead_relu_weight", min=0.0)
         check_positive(self.max_depth, "--max-depth", optional=True)
         check_int(self.num_workers, "--workers", min=0, max=256)
+        if self.weights is not None and self.pseudo_labels is None:
+            from depthcli.estimators.data import check_weights
+
+            check_weights(self.weights, len(self.datasets))
 
 
 def check_training_settings(cfg: Any) -> None:
@@ -405,8 +409,7 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
         with ExitStack() as stack:  # holds the output folder's lock for the run
             return _train_estimator(cfg, stack)
     except Exception as exc:
-        if not cfg.resume and int(os.environ.get("RANK", "0")) == 0:  # a fresh run's folder, on rank 0
-            after_disk_full(exc, cfg.out, latest_checkpoint(Path(cfg.out)) is not None, "train")
+        after_disk_full(exc, cfg.out, "train")
         raise
 
 

@@ -376,8 +376,7 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
         with torch_threads(cfg.cpu_threads, cfg.device), ExitStack() as stack:
             return _train(cfg, stack)
     except Exception as exc:
-        if not cfg.resume:  # a fresh job folder: remove it if the disk filled up before a checkpoint
-            after_disk_full(exc, cfg.out, bool(_checkpoints(Path(cfg.out))), "splat-train")
+        after_disk_full(exc, cfg.out, "splat-train")
         raise
 
 

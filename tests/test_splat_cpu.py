@@ -254,3 +254,31 @@ def test_projection_matches_gsplat_pure_torch_reference():
             r = torch.maximum(radii_g[differ].max(-1).values.double(), ours["radii"][differ].double()) + 1
             inside = (m2[:, 0] > r) & (m2[:, 0] < W - r) & (m2[:, 1] > r) & (m2[:, 1] < H - r)
             assert not inside.any()
+
+
+def test_raster_threads_sets_and_restores_numba_threads():
+    from depthcli.errors import DepthcliError
+    from depthcli.splat.backend_cpu import raster_threads
+
+    before = numba.get_num_threads()
+    with raster_threads(1) as n:
+        assert n == 1 and numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with raster_threads(None) as n:
+        assert n == numba.config.NUMBA_NUM_THREADS == numba.get_num_threads()
+    with raster_threads(10_000) as n:  # capped at numba's maximum
+        assert n == numba.config.NUMBA_NUM_THREADS
+    with raster_threads(3, "cuda") as n:  # no-op off the CPU
+        assert n is None
+    with pytest.raises(DepthcliError, match="--threads"):
+        with raster_threads(0):
+            pass
+    assert numba.get_num_threads() == before
+
+
+def test_gsplat_backend_refuses_hit_distance_modes():
+    scene = scene_of("random")
+    from depthcli.errors import DepthcliError
+
+    with pytest.raises(DepthcliError, match="not available with the gsplat backend"):
+        _render(scene, "Ed", "gsplat")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from typing import Optional
 
@@ -23,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "demo"),
     ("synth", "synth"),
     ("convert", "convert"),
+    ("export", "export"),
     ("splat-train", "splat_train"),
     ("render", "render"),
     ("train", "train"),
@@ -69,6 +71,24 @@ def _register() -> None:
 _register()
 
 
+def _click_exceptions():
+    """Click's exception classes: Typer >= 0.2x vendors Click as ``typer._click``."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer: Click itself
+        from click import exceptions
+    if not hasattr(exceptions, "NoArgsIsHelpError"):  # Click < 8.2 prints the help and exits itself
+
+        class NoArgsIsHelpError(exceptions.UsageError):
+            pass
+
+        exceptions.NoArgsIsHelpError = NoArgsIsHelpError  # type: ignore[attr-defined]
+    return exceptions
+
+
+_CLICK = _click_exceptions()
+
+
 def _debug() -> bool:
     return os.environ.get("DEPTHCLI_DEBUG", "") not in ("", "0", "false", "no")
 
@@ -78,7 +98,11 @@ def main(args: list[str] | None = None) -> int:
 
     * :class:`~depthcli.errors.DepthcliError` (bad input): one red line with a
       hint on stderr, exit code 1.
-    * usage errors: Typer/Click's message, exit code 2.
+    * usage errors (an unknown flag, a value that does not parse): Click's
+      message as one line, exit code 2.
+    * a full disk (ENOSPC / EDQUOT anywhere in the exception chain): one line
+      naming the file, exit code 1 (outputs are built atomically, so nothing
+      half-written stays behind).
     * anything else: one line naming the internal error, exit code 1.
     With ``DEPTHCLI_DEBUG=1`` errors are re-raised with their traceback.
     """
@@ -86,12 +110,31 @@ def main(args: list[str] | None = None) -> int:
     from depthcli.errors import DepthcliError
 
     try:
-        # Standalone mode: Typer prints usage errors itself and exits with 2.
-        app(args=args, prog_name="depthcli")
-        return 0
+        # Not standalone: usage errors come back here and are printed as one line.
+        code = app(args=args, prog_name="depthcli", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except _CLICK.NoArgsIsHelpError as exc:  # the help is already printed
+        return exc.exit_code
+    except _CLICK.UsageError as exc:
+        if _debug():
+            raise
+        command = exc.ctx.command_path if exc.ctx is not None else "depthcli"
+        console.print(
+            f"[bold red]error:[/bold red] {_escape(exc.format_message())} [dim](see {_escape(command)} --help)[/dim]",
+            soft_wrap=True,
+        )
+        return exc.exit_code
+    except _CLICK.ClickException as exc:
+        if _debug():
+            raise
+        console.print(f"[bold red]error:[/bold red] {_escape(exc.format_message())}", soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        console.print("[red]aborted[/red]")
+        return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red] (outputs written so far are complete; long jobs resume with --resume)")
         return 130
@@ -109,6 +152,19 @@ def main(args: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the boundary
         if _debug():
             raise
+        from depthcli.errors import disk_full
+
+        full = disk_full(exc)
+        if full is not None:
+            # Name the output as the user knows it, not its temporary ``.OUT.partial-*`` folder.
+            full = re.sub(r"(^|/)\.([^/]+)\.partial-[^/]*", r"\1\2", full)
+            where = f"'{full}'" if full else "the output"
+            console.print(
+                f"[bold red]error:[/bold red] disk full while writing {_escape(where)} "
+                "[dim](free space or choose another output)[/dim]",
+                soft_wrap=True,
+            )
+            return 1
         console.print(
             f"[bold red]internal error:[/bold red] {type(exc).__name__}: {_escape(str(exc))} "
             "[dim](this is a bug in depthcli; re-run with DEPTHCLI_DEBUG=1 for the traceback and report it)[/dim]",

@@ -57,9 +57,13 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         total = len(items)  # type: ignore[arg-type]
     with make_progress() as bar:
         task = bar.add_task(description, total=total, info="")
-        for item in items:
-            yield item
-            bar.advance(task)
+        try:
+            for item in items:
+                yield item
+                bar.advance(task)
+        except BaseException:  # an error (or an early stop) in the loop: leave no half bar behind
+            bar.live.transient = True
+            raise
 
 
 @contextmanager
@@ -67,7 +71,11 @@ def progress_task(description: str, total: int | None) -> Iterator[tuple[Progres
     """``with progress_task("train", steps) as (bar, task): bar.update(task, advance=1, info=...)``."""
     with make_progress() as bar:
         task = bar.add_task(description, total=total, info="")
-        yield bar, task
+        try:
+            yield bar, task
+        except BaseException:  # a failed run prints its error line only
+            bar.live.transient = True
+            raise
 
 
 def _jsonable(value: Any) -> Any:

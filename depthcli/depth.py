@@ -83,7 +83,7 @@ def apply_far_cutoff(depth: np.ndarray, max_depth: float | None, min_depth: floa
 
 
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (u, v) = (col + 0.5, row + 0.5), as OpenCV/COLMAP."""
+    """Pixel-centre coordinates (u, v) = (col + 0.5, row + 0.5), as COLMAP (OpenCV uses (col, row))."""
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     return u + 0.5, v + 0.5
 

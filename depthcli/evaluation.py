@@ -92,7 +92,27 @@ class EvalConfig:
     report_limit: int = 20  # at most this many images get pictures
     images: Path | None = None  # optional folder of RGB images (matched by stem) for the report
     overwrite: bool = False  # replace an existing report folder
+    csv: Path | None = None  # the CSV the caller writes (write_csv): only checked here, like report, for overlap
     workers: int = 0  # threads scoring images in parallel (0: min(4, CPU count)); results do not depend on it
+
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_int, check_positive, check_seed
+
+        if self.preset is not None:
+            check_choice(self.preset, "preset (--preset)", PRESETS)
+        check_choice(self.align, "alignment (--align)", ALIGN_METHODS)
+        check_choice(self.pred_kind, "prediction kind (--pred-kind)", PRED_KINDS + ("auto",))
+        if self.crop is not None:
+            check_choice(self.crop, "crop (--crop)", CROPS)
+        check_positive(self.min_depth, "--min-depth", optional=True)
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_positive(self.gt_scale, "--gt-scale", optional=True)
+        check_positive(self.pred_scale, "--pred-scale", optional=True)
+        check_int(self.agreement_pairs, "--agreement-pairs", min=0, max=10**7)
+        check_seed(self.seed)
+        check_int(self.report_limit, "--report-limit", min=0)
+        check_int(self.workers, "workers", min=0, max=256)
 
 
 @dataclass
@@ -192,7 +212,7 @@ def resolve_protocol(cfg: EvalConfig) -> dict[str, Any]:
         "nonfinite_predictions": "excluded from the shared mask and counted (nonfinite_pixels per model)",
         "averaging": {"image_mean": "metric per image, then mean over images",
                       "pixel_pooled": "all valid pixels of all images pooled"},
-        "silog": "100*sqrt(mean(e^2)-mean(e)^2), e = ln pred - ln gt",
+        "silog": "100*sqrt(mean(e^2)-mean(e)^2), e = ln pred - ln gt (float64, variance about the mean)",
         "silog_dav2": "sqrt(mean(e^2)-0.5*mean(e)^2) (Depth-Anything-V2, no x100)",
         "irmse_units": "1/GT units",
     }
@@ -232,7 +252,7 @@ class _Source:
             self.units = ds.depth_units
             self.kind = "disparity" if ds.depth_kind == "disparity" else "depth"
             for f in ds.frames:
-                self.files[match_key(f.name)] = (ds.root / f.depth, f.depth_scale if f.depth_scale is not None else scale)
+                self.files[match_key(f.name)] = (ds.path_of(f.depth, f"frame '{f.name}' depth"), f.depth_scale if f.depth_scale is not None else scale)
             self.frames = {match_key(f.name): f for f in ds.frames}
             return
         if not self.path.is_dir():
@@ -406,6 +426,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     """Evaluate every prediction of ``cfg`` against its GT; see the module docstring."""
     from depthcli.console import track, warn
 
+    from depthcli.io.atomic import check_no_overlap
+
+    cfg.validate()
+    # Outputs never overlap an input (e.g. --report GT, --csv GT/dataset.json).
+    check_no_overlap([*cfg.preds, cfg.gt, cfg.pairs, cfg.images], [cfg.report, cfg.csv])
     proto = resolve_protocol(cfg)
     pred_paths = expand_pred_paths(cfg.preds)
     if not pred_paths:
@@ -779,4 +804,4 @@ def write_csv(result: EvalResult, path: Path, overwrite: bool = False) -> None:
     wr = csv.writer(buf)
     for row in iter_rows_csv(result):
         wr.writerow(["" if v is None else v for v in row])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue(), replace=overwrite)  # a CSV appearing meanwhile is never replaced

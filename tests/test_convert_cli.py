@@ -34,10 +34,8 @@ def expect_one_line_error(capsys, code: int, *words: str, after_detection: bool 
     assert code == 1
     lines = [ln for ln in captured.err.strip().splitlines() if ln.strip()]
     # inputs are checked before any progress bar or warning: the error is the only line
-    # (an auto-detected source is announced first: "detected ... source: ...")
-    assert len(lines) == (2 if after_detection else 1), captured.err
-    if after_detection:
-        assert lines[0].startswith("detected"), captured.err
+    # (an auto-detected source is named in the summary of a successful run, not before)
+    assert len(lines) == 1, captured.err
     err = lines[-1]
     assert err.startswith("error:"), captured.err
     assert "Traceback" not in captured.err and "internal error" not in captured.err
@@ -113,7 +111,7 @@ def test_success_json_then_exists_then_overwrite(tmp_path, capsys):
     assert code == 0, captured.err
     summary = json.loads(captured.out)
     assert summary["detected"] == "folder" and summary["frames"] == 1
-    assert "detected folder" in captured.err
+    assert "color/ + depth/" in summary["detected_by"]  # how it was recognised, in the summary
     assert np.allclose(np.load(out / "depth" / "0001.npy"), 1.5)
     marker = out / "dataset.json"
     first = marker.read_text()
@@ -205,7 +203,7 @@ def test_7scenes_cli_png16_previews(tmp_path, capsys):
     assert len(meta["frames"]) == 3 and meta["depth_units"] == "m"
     f = meta["frames"][0]
     assert (f["width"], f["height"]) == (320, 240) and f["depth_scale"] == 1000.0
-    assert np.allclose(f["K"], [[292.5, 0, 160], [0, 292.5, 120], [0, 0, 1]])
+    assert np.allclose(f["K"], [[292.5, 0, 160.25], [0, 292.5, 120.25], [0, 0, 1]])  # (320 + 0.5) / 2
     raw = cv2.imread(str(src / "frame-000000.depth.png"), cv2.IMREAD_UNCHANGED)
     stored = cv2.imread(str(out / f["depth"]), cv2.IMREAD_UNCHANGED)
     # every stored value is one of the 4 raw millimetre values of its 2x2 block (no averaging)

@@ -627,7 +627,7 @@ def test_dense_array_roundtrip(tmp_path):
 
 
 def test_downscale_depth_valid_by_hand():
-    from depthcli.io.colmap import downscale_depth_valid
+    from depthcli.depth import downscale_depth_valid
 
     d = np.array(
         [[1, 2, 0, 5], [3, 4, 6, 7], [0, 0, np.nan, 0], [0, 0, 0, 8]], dtype=np.float32

@@ -18,7 +18,9 @@ cv2 = pytest.importorskip("cv2")
 from depthcli.convert import ConvertConfig, convert  # noqa: E402
 from depthcli.errors import DepthcliError  # noqa: E402
 from depthcli.io.dataset import load_dataset  # noqa: E402
-from depthcli.io.rgbd import associate_timestamps, decode_depth, detect, downscale_depth_valid  # noqa: E402
+from depthcli.convert.rgbd import detect  # noqa: E402
+from depthcli.depth import downscale_depth_valid  # noqa: E402
+from depthcli.io.rgbd import associate_timestamps, decode_depth  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEVEN = DATA / "rgbd" / "7scenes_redkitchen"
@@ -69,7 +71,7 @@ def test_7scenes_redkitchen_real(tmp_path):
         got = ds.read_depth(frame)
         assert got.shape == (480, 640)
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(frame.K, K_file)
+        np.testing.assert_allclose(frame.K, K_file + [[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])  # OpenCV -> +0.5 centres
         world_from_cam = np.loadtxt(src / f"{frame.name}.pose.txt")
         # the file's R is orthonormal to ~1e-4 only; the stored pose is exactly rigid
         np.testing.assert_allclose(frame.cam_from_world, np.linalg.inv(world_from_cam), atol=1e-3)
@@ -190,8 +192,9 @@ def test_tum_association_and_poses(tmp_path):
     assert [f.extra["depth_timestamp"] for f in ds.frames] == [1.004, 1.030]
     np.testing.assert_allclose(ds.read_depth(ds.frames[0]), 1.0)  # 5000 / 5000
     np.testing.assert_allclose(ds.read_depth(ds.frames[1]), 2.0)
-    # freiburg1 intrinsics from the folder name
-    np.testing.assert_allclose(ds.frames[0].K, [[517.3, 0, 318.6], [0, 516.5, 255.3], [0, 0, 1]])
+    # freiburg1 intrinsics from the folder name; published with OpenCV's integer pixel centres,
+    # stored with depthcli's (+0.5): cx 318.6 -> 319.1, cy 255.3 -> 255.8
+    np.testing.assert_allclose(ds.frames[0].K, [[517.3, 0, 319.1], [0, 516.5, 255.8], [0, 0, 1]])
     # world_from_cam = [Rz(90), (1,2,3)] -> cam_from_world = [Rz(-90), -Rz(-90) t] = [[0,1,0],[-1,0,0],[0,0,1]], (-2, 1, -3)
     expected0 = np.array([[0, 1, 0, -2], [-1, 0, 0, 1], [0, 0, 1, -3], [0, 0, 0, 1]], float)
     np.testing.assert_allclose(ds.frames[0].cam_from_world, expected0, atol=1e-9)
@@ -362,7 +365,7 @@ def test_7scenes_layout_built_here_defaults_and_bad_pose(tmp_path):
     summary, ds = run(tmp_path, root)
     assert [f.name for f in ds.frames] == ["seq-01/frame-000000", "seq-01/frame-000002"]
     assert summary["skipped"] == {"no_pose": 1}
-    np.testing.assert_allclose(ds.frames[0].K, [[585, 0, 320], [0, 585, 240], [0, 0, 1]])
+    np.testing.assert_allclose(ds.frames[0].K, [[585, 0, 320.5], [0, 585, 240.5], [0, 0, 1]])  # published 320, 240 + 0.5
     # inverse by hand: R^T = Rx(-90) = [[1,0,0],[0,0,1],[0,-1,0]], t' = -R^T t = (-0.1, -0.3, 0.2)
     expected = np.array([[1, 0, 0, -0.1], [0, 0, 1, -0.3], [0, -1, 0, 0.2], [0, 0, 0, 1]], float)
     np.testing.assert_allclose(ds.frames[1].cam_from_world, expected, atol=1e-12)

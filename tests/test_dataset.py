@@ -98,8 +98,11 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path):
 
 
 def test_existing_output_needs_overwrite(tmp_path):
+    from depthcli.io.atomic import mark_output
+
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "dataset.json").write_text("old")
+    mark_output(tmp_path / "ds", "test")  # only depthcli's marker makes a folder replaceable
     with pytest.raises(DepthcliError, match="already exists"):
         with atomic_output_dir(tmp_path / "ds"):
             pass

@@ -82,6 +82,55 @@ def test_pooled_vs_image_mean():
     assert math.isnan(MetricSums().metrics()["abs_rel"])
 
 
+def test_silog_of_an_exact_rescale_is_zero():
+    # pred = 1.1 x GT exactly: e = ln 1.1 at every pixel, so its variance is 0 and
+    # SILog (KITTI) = 0; SILog (DAv2) = sqrt(0 + 0.5 (ln 1.1)^2) = ln(1.1) / sqrt(2).
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.5, 80.0, (240, 320))
+    m = depth_metrics(1.1 * gt, gt)
+    assert m["silog"] < 1e-6
+    assert m["silog_dav2"] == pytest.approx(math.log(1.1) / math.sqrt(2), rel=1e-9)
+    assert m["rmse_log"] == pytest.approx(math.log(1.1), rel=1e-9)
+
+
+def test_silog_of_float32_rescale_matches_float64_reference():
+    # Stored as float32, 1.1 x GT is rounded per pixel (relative error <= 2^-24), so the
+    # exact SILog of these values is tiny but not 0; float32 sums used to report ~0.008.
+    rng = np.random.default_rng(1)
+    gt = rng.uniform(0.5, 10.0, (480, 640)).astype(np.float32)
+    pred = (gt * np.float32(1.1)).astype(np.float32)
+    e = np.log(pred.astype(np.float64)) - np.log(gt.astype(np.float64))
+    ref = 100 * math.sqrt(np.mean((e - e.mean()) ** 2))  # two-pass float64 reference
+    assert ref < 1e-5  # 100 x (std of float32 rounding, ~3e-8)
+    m = depth_metrics(pred, gt)
+    assert m["silog"] == pytest.approx(ref, abs=1e-7)
+    assert m["silog_dav2"] == pytest.approx(math.sqrt(np.mean(e**2) - 0.5 * e.mean() ** 2), rel=1e-9)
+
+
+def test_pooled_silog_of_rescaled_images_is_stable():
+    # Two images, each an exact rescale by its own factor: each SILog is 0; pooled,
+    # e takes ln 1.1 on n1 pixels and ln 2 on n2, so var = p (1 - p) (ln 2 - ln 1.1)^2.
+    rng = np.random.default_rng(2)
+    g1, g2 = rng.uniform(1, 5, 3000), rng.uniform(1, 5, 1000)
+    a, b = MetricSums.of(1.1 * g1, g1), MetricSums.of(2.0 * g2, g2)
+    assert a.metrics()["silog"] < 1e-6 and b.metrics()["silog"] < 1e-6
+    frac = 3000 / 4000
+    var = frac * (1 - frac) * (math.log(2.0) - math.log(1.1)) ** 2
+    pooled = (a + b).metrics()
+    assert pooled["silog"] == pytest.approx(100 * math.sqrt(var), rel=1e-9)
+    mean_e = frac * math.log(1.1) + (1 - frac) * math.log(2.0)
+    assert pooled["silog_dav2"] == pytest.approx(math.sqrt(var + 0.5 * mean_e**2), rel=1e-9)
+    c = MetricSums()
+    c.add(a)
+    c.add(b)  # in-place pooling, starting from empty sums
+    assert c.metrics()["silog"] == pytest.approx(pooled["silog"], rel=1e-12)
+    # Pooling 1000 identical exact-rescale images keeps SILog at 0.
+    many = MetricSums()
+    for _ in range(1000):
+        many.add(a)
+    assert many.metrics()["silog"] < 1e-6
+
+
 def test_metric_rejects_nonpositive_prediction():
     with pytest.raises(ValueError):
         depth_metrics(np.array([0.0, 1.0]), np.array([1.0, 1.0]))

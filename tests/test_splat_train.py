@@ -437,7 +437,7 @@ def test_out_and_resume_rules(small_scene, tmp_path, run_cli):
     code, _, err = run_cli("splat-train", small_scene, tmp_path / "exists", "--steps", "2")
     assert code == 1 and "already exists" in err
     code, _, err = run_cli("splat-train", small_scene, tmp_path / "exists", "--steps", "2", "--overwrite")
-    assert code == 1 and "not a splat-train job" in err and (tmp_path / "exists" / "keep.txt").exists()
+    assert code == 1 and "not a folder depthcli created" in err and (tmp_path / "exists" / "keep.txt").exists()
     code, _, err = run_cli("splat-train", small_scene, tmp_path / "none", "--resume")
     assert code == 1 and "no checkpoint" in err and not (tmp_path / "none").exists()
     code, _, err = run_cli("splat-train", small_scene, tmp_path / "x", "--mode", "RGB+ED")

@@ -19,7 +19,7 @@ def command(
     source: Path = typer.Argument(..., help="COLMAP project / model folder, or RGB-D capture folder."),
     out: Path = typer.Argument(..., help="Dataset folder to create."),
     from_: str = typer.Option(
-        "auto", "--from", help="Source layout: auto, colmap, tum, 7scenes, nyu, kitti or folder."
+        "auto", "--from", help="Source layout: auto, colmap, hypersim, vkitti2, tartanair, irs, blendedmvs, scannet, tum, 7scenes, nyu, kitti or folder."
     ),
     images: Optional[Path] = typer.Option(None, "--images", help="COLMAP: image folder when SOURCE is the model folder."),
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth beyond this (dataset units) becomes invalid (0)."),
@@ -45,13 +45,16 @@ def command(
         "linear", "--depth-encoding", help="RGB-D raw depth encoding: linear, nyu-raw (Kinect disparity) or sun (bit-rotated mm)."
     ),
     intrinsics: Optional[Tuple[float, float, float, float]] = typer.Option(
-        None, "--intrinsics", help="RGB-D: colour camera FX FY CX CY (pixels)."
+        None, "--intrinsics", help="RGB-D: colour camera FX FY CX CY (pixels; pixel centres at +0.5: an OpenCV cx, cy + 0.5)."
     ),
     intrinsics_file: Optional[Path] = typer.Option(
         None, "--intrinsics-file", help="RGB-D: text file with a 3x3 K (or 'fx fy cx cy')."
     ),
     resize_depth: bool = typer.Option(
         False, "--resize-depth", help="RGB-D: resize depth to the colour size (nearest) instead of refusing a size mismatch."
+    ),
+    camera_parameters: Optional[Path] = typer.Option(
+        None, "--camera-parameters", help="Hypersim: metadata_camera_parameters.csv (default: found beside or above SOURCE)."
     ),
     json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -79,6 +82,7 @@ def command(
         intrinsics_file=intrinsics_file,
         depth_encoding=depth_encoding,
         resize_depth=resize_depth,
+        camera_parameters=camera_parameters,
     )
     summary = convert(cfg)
     report(summary, title=f"converted {summary.get('detected', from_)} -> {out}", as_json=json)

@@ -57,7 +57,7 @@ def command(
         preds=preds, gt=gt, names=list(name) if name else None, align=align, pred_kind=pred_kind, preset=preset,
         min_depth=min_depth, max_depth=max_depth, crop=crop, gt_scale=gt_scale, pred_scale=pred_scale,
         resize=resize, strict=strict, pairs=pairs, boundary=boundary, agreement_pairs=agreement_pairs, seed=seed,
-        report=report_dir, report_limit=report_limit, images=images, overwrite=overwrite,
+        report=report_dir, report_limit=report_limit, images=images, overwrite=overwrite, csv=csv,
     )
     tune_allocator()  # this process only: reuse image-sized buffers instead of page-faulting per image
     result = evaluate(cfg)

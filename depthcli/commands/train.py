@@ -11,7 +11,10 @@ HELP = "Train a Depth-Anything-V2 estimator on depth datasets (relative disparit
 
 
 def command(
-    inputs: List[Path] = typer.Argument(..., help="DATASET... OUT: depth datasets (or folders of datasets), then the output folder."),
+    inputs: List[Path] = typer.Argument(..., help="DATASET... OUT: depth datasets (or folders of datasets), then the output folder. DATASET:W gives a sampling weight."),
+    weight: Optional[List[float]] = typer.Option(
+        None, "--weight", help="Sampling weight of each DATASET, in order (repeat the flag); frames are drawn by source weight."
+    ),
     preset: str = typer.Option("tiny", "--preset", help="Model size: tiny|small|base|large."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint folder (transformers format)."),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
@@ -41,12 +44,21 @@ def command(
 
     if len(inputs) < 2:
         raise DepthcliError("train needs at least one DATASET and an OUT folder", "depthcli train DATASET... OUT")
+    from depthcli.estimators.data import split_dataset_weight
+
+    parsed = [split_dataset_weight(str(p)) for p in inputs[:-1]]
+    datasets, weights = [p for p, _ in parsed], list(weight) if weight else None
+    if any(w is not None for _, w in parsed):
+        if weights is not None:
+            raise DepthcliError("give dataset weights either as DATASET:W or with --weight, not both")
+        weights = [1.0 if w is None else w for _, w in parsed]
     cfg = TrainConfig(
         datasets=list(inputs[:-1]), out=inputs[-1], preset=preset, init=init, epochs=epochs, batch_size=batch_size,
         lr=lr, encoder_lr_factor=encoder_lr_factor, size=size, val_fraction=val_fraction, align=align, trim=trim,
         max_depth=max_depth, seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every,
         max_steps=max_steps, max_minutes=max_minutes, threads=threads, num_workers=workers, device=device,
     )
+    cfg.datasets, cfg.weights = datasets, weights
     summary = train_estimator(cfg)
     import os
 

@@ -35,6 +35,7 @@ class SampleRef:
     kind: str  # "z" (z-depth), "disparity" (stored disparity) or "pseudo" (npz label)
     units: str  # "m", "sfm" or "affine": the far cutoff only applies to metres
     depth_scale: float | None = None  # png16 scale of the depth file
+    source: int = 0  # index of the dataset argument it came from (its sampling weight)
 
 
 def find_datasets(paths: list[Path]) -> list[Path]:
@@ -62,7 +63,7 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
     from depthcli.io.dataset import load_dataset
 
     out: list[SampleRef] = []
-    for root in find_datasets(paths):
+    for source, root in ((i, r) for i, p in enumerate(paths) for r in find_datasets([p])):
         ds = load_dataset(root)
         for f in ds.frames:
             if f.image is None:
@@ -70,11 +71,12 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
             out.append(
                 SampleRef(
                     name=f"{root.name}/{f.name}",
-                    image=root / f.image,
-                    target=root / f.depth,
+                    image=ds.path_of(f.image, f"frame '{f.name}' image"),
+                    target=ds.path_of(f.depth, f"frame '{f.name}' depth"),
                     kind=ds.depth_kind,
                     units=ds.depth_units,
                     depth_scale=f.depth_scale,
+                    source=source,
                 )
             )
     if not out:
@@ -83,6 +85,87 @@ def samples_from_datasets(paths: list[Path]) -> list[SampleRef]:
             "check the datasets with depthcli convert / synth",
         )
     return out
+
+
+def samples_from_labels(labels: Path):
+    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
+    from depthcli.io.paths import resolve_inside
+
+    labels = Path(labels)
+    index = labels / "index.json"
+    if not index.is_file():
+        raise DepthcliError(
+            f"no complete pseudo-labels in '{labels}' (no index.json)",
+            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
+        )
+    try:
+        meta = json.loads(index.read_text())
+        images_root = Path(meta["images"])
+        items = [(str(it["name"]), it["label"]) for it in meta["items"]]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise DepthcliError(f"'{index}' is damaged", "label again with depthcli distill --stage label --overwrite") from None
+    # The index is data: each label must lie inside the label folder, each image
+    # inside the image folder it was labelled from.
+    refs = [
+        SampleRef(name=name, image=resolve_inside(images_root, name, f"'{index}' image"),
+                  target=resolve_inside(labels, label, f"'{index}' label"), kind="pseudo", units="affine")
+        for name, label in items
+    ]
+    if not refs:
+        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
+    return refs
+
+
+def split_dataset_weight(arg: str) -> tuple[Path, float | None]:
+    """``"DS:2"`` -> ``(Path("DS"), 2.0)``; ``"DS"`` -> ``(Path("DS"), None)``.
+
+    A suffix counts as a weight only when it parses as a number and the whole
+    argument is not an existing path (so ``C:/data`` or ``a:b`` folders still work).
+    """
+    head, sep, tail = str(arg).rpartition(":")
+    if sep and head and not Path(arg).exists():
+        try:
+            return Path(head), float(tail)
+        except ValueError:
+            pass
+    return Path(arg), None
+
+
+def check_weights(weights: list[float], n_datasets: int) -> list[float]:
+    """Validate per-dataset sampling weights (one per dataset argument, finite, >= 0, not all 0)."""
+    import math
+
+    weights = [float(w) for w in weights]
+    if len(weights) != n_datasets:
+        raise DepthcliError(
+            f"{len(weights)} weight(s) for {n_datasets} dataset(s)",
+            "give one --weight per dataset, in the same order (or DATASET:WEIGHT)",
+        )
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise DepthcliError(f"dataset weights must be finite, >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def weighted_order(refs: list[SampleRef], weights: list[float], n: int, seed: int) -> list[int]:
+    """``n`` sample indices drawn with replacement: a source with probability proportional
+    to its weight (among sources that have samples), then a sample of it uniformly.
+
+    This is how several datasets are mixed at fixed proportions whatever their sizes
+    (Depth-Anything-V2's teacher mixes five synthetic sets this way).
+    """
+    sources = np.array([r.source for r in refs], dtype=np.int64)
+    present = sorted(set(sources.tolist()))
+    w = np.array([weights[s] for s in present], dtype=np.float64)
+    if not (w > 0).any():
+        raise DepthcliError("every dataset with training frames has weight 0")
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(present), size=n, p=w / w.sum())
+    members = [np.nonzero(sources == s)[0] for s in present]
+    out = np.empty(n, dtype=np.int64)
+    for k, idx in enumerate(members):
+        sel = picked == k
+        out[sel] = idx[rng.integers(0, len(idx), size=int(sel.sum()))]
+    return out.tolist()
 
 
 def shard(items: list, rank: int, world: int, equal: bool = True) -> list:
@@ -126,7 +209,7 @@ def read_target(ref: SampleRef) -> tuple[np.ndarray, str, np.ndarray | None]:
     from depthcli.io.depth_files import read_depth_file
 
     if ref.kind == "pseudo":
-        with np.load(ref.target) as z:
+        with np.load(ref.target, allow_pickle=False) as z:
             return z["disparity"].astype(np.float32), "disparity", z["mask"].astype(bool)
     values = read_depth_file(ref.target, ref.depth_scale).astype(np.float32)
     values[~np.isfinite(values)] = 0

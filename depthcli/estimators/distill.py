@@ -22,7 +22,6 @@ default. Output::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from depthcli.errors import DepthcliError
+from depthcli.estimators.data import samples_from_labels  # noqa: F401 (lives in data.py: training reads it without importing this module)
 
 
 @dataclass
@@ -63,33 +63,23 @@ class DistillConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress bars
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before any image is labelled."""
+        from depthcli.estimators.models import PATCH
+        from depthcli.estimators.training import check_training_settings
+        from depthcli.validate import check_choice, check_fraction, check_multiple
+
+        check_choice(self.stage, "stage (--stage)", ("label", "student", "all"))
+        check_fraction(self.agreement_tol, "agreement_tol")
+        check_multiple(self.label_size, "--label-size", PATCH, optional=True)
+        check_training_settings(self)  # the student's settings, checked before the labelling stage
+
 
 def label_stem(rel: str) -> str:
     """File stem of an image's label: readable + a hash of the relative path (unique)."""
     from depthcli.io.dataset import safe_stem
 
     return f"{safe_stem(rel)}-{zlib.crc32(rel.encode()):08x}"
-
-
-def samples_from_labels(labels: Path):
-    """Training samples (:class:`~depthcli.estimators.data.SampleRef`) of a complete label folder."""
-    from depthcli.estimators.data import SampleRef
-
-    labels = Path(labels)
-    index = labels / "index.json"
-    if not index.is_file():
-        raise DepthcliError(
-            f"no complete pseudo-labels in '{labels}' (no index.json)",
-            "run depthcli distill --stage label first (or --resume an interrupted labelling)",
-        )
-    meta = json.loads(index.read_text())
-    refs = [
-        SampleRef(name=it["name"], image=Path(it["image"]), target=labels / it["label"], kind="pseudo", units="affine")
-        for it in meta["items"]
-    ]
-    if not refs:
-        raise DepthcliError(f"the label folder '{labels}' holds no labels", "check the unlabeled image folder")
-    return refs
 
 
 def fuse_teachers(disps: list[np.ndarray], name: str, agreement_on: bool, tol: float) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -220,41 +210,56 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
     from depthcli.estimators.training import TrainConfig, barrier, init_distributed, train_estimator
 
+    cfg.validate()
     if cfg.stage not in ("label", "student", "all"):
         raise DepthcliError(f"unknown stage '{cfg.stage}'", "use label, student or all")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if cfg.stage in ("student", "all") and (cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0):
+        raise DepthcliError("--epochs, --batch-size and --lr must be positive")  # before any labelling
     out = Path(cfg.out)
     labels = out / "labels"
     dist = init_distributed("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
-        summary: dict[str, Any] = {"output": str(out), "stage": cfg.stage}
-        if cfg.stage in ("label", "all"):
-            if dist.main and labels.exists() and not cfg.resume:
-                if not cfg.overwrite:
-                    raise DepthcliError(f"'{labels}' already exists",
-                                        "pass --resume to continue labelling, or --overwrite to start again")
-                from depthcli.io.atomic import ensure_replaceable
+        from contextlib import ExitStack
 
-                ensure_replaceable(out, ("labels", "student"))
-                shutil.rmtree(out)
+        from depthcli.estimators.training import latest_checkpoint
+        from depthcli.io.atomic import job_output_dir
+
+        summary: dict[str, Any] = {"output": str(out), "stage": cfg.stage}
+        with ExitStack() as stack:
+            if dist.main:
+                # A fresh labelling creates OUT (with depthcli's marker); --resume and the
+                # student stage work only in a folder distill created. A user's folder is
+                # never written into, and a fresh OUT that fails before any label is removed.
+                existing = cfg.resume or cfg.stage == "student"
+                stack.enter_context(job_output_dir(
+                    out, "distill", resume=existing, overwrite=cfg.overwrite,
+                    inputs=[cfg.images, *cfg.teachers, cfg.init],
+                    keep=lambda o: any((o / "labels" / "items").glob("*.npz"))))
             barrier(dist)
-            if cfg.resume and (labels / "index.json").exists() and dist.main:
-                (labels / "index.json").unlink()  # re-listed once the missing labels are done
-            barrier(dist)
-            summary.update(label_images(cfg, dist))
-        if cfg.stage in ("student", "all"):
-            tcfg = TrainConfig(
-                datasets=[], out=out / "student", pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
-                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
-                val_fraction=cfg.val_fraction, augment="strong", trim=cfg.trim, seed=cfg.seed,
-                resume=cfg.resume, overwrite=cfg.overwrite or cfg.stage == "all" and not cfg.resume,
-                checkpoint_every=cfg.checkpoint_every, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
-                threads=cfg.threads, device=cfg.device, quiet=cfg.quiet,
-            )
-            student = train_estimator(tcfg)
-            summary["model"] = student["model"]  # the student, in transformers format
-            summary.update({f"student_{k}": v for k, v in student.items() if k not in ("output", "model")})
+            if cfg.stage in ("label", "all"):
+                if cfg.resume and (labels / "index.json").exists() and dist.main:
+                    (labels / "index.json").unlink()  # re-listed once the missing labels are done
+                barrier(dist)
+                summary.update(label_images(cfg, dist))
+            if cfg.stage in ("student", "all"):
+                student_dir = out / "student"
+                # Continue the student if it has a checkpoint; otherwise start it again
+                # (train replaces only a student folder depthcli created).
+                resume_student = cfg.resume and latest_checkpoint(student_dir) is not None
+                tcfg = TrainConfig(
+                    datasets=[], out=student_dir, pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
+                    epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
+                    val_fraction=cfg.val_fraction, augment="strong", trim=cfg.trim, seed=cfg.seed,
+                    resume=resume_student,
+                    overwrite=not resume_student and (cfg.overwrite or cfg.resume or cfg.stage == "all"),
+                    checkpoint_every=cfg.checkpoint_every, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
+                    threads=cfg.threads, device=cfg.device, quiet=cfg.quiet,
+                )
+                student = train_estimator(tcfg)
+                summary["model"] = student["model"]  # the student, in transformers format
+                summary.update({f"student_{k}": v for k, v in student.items() if k not in ("output", "model")})
         return summary
     finally:
         if dist.initialized_here:

@@ -142,13 +142,35 @@ def load_model(path: Path):
             f"checkpoint '{path}' is incompatible: {len(bad)} weights missing or mismatched (e.g. {list(bad)[0]})",
             "the weights do not match config.json",
         )
-    meta: dict[str, Any] = {}
-    if (path / META_FILE).is_file():
-        meta = json.loads((path / META_FILE).read_text())
-    meta.setdefault("input_size", int(getattr(config.backbone_config, "image_size", 518)))
-    model.depthcli_meta = meta
+    model.depthcli_meta = read_model_meta(path, config)
     model.eval()
     return model
+
+
+def read_model_meta(path: Path, config) -> dict[str, Any]:
+    """``depthcli.json`` of a checkpoint folder (``{}`` when absent), with a checked ``input_size``.
+
+    The size comes from the file, else from config.json's backbone ``image_size``;
+    either way it must be a positive multiple of the patch size.
+    """
+    from depthcli.validate import check_multiple
+
+    meta_path = Path(path) / META_FILE
+    meta: Any = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DepthcliError(f"'{meta_path}' is not valid JSON ({exc})",
+                                "restore it, or delete it to use config.json alone") from None
+        if not isinstance(meta, dict):
+            raise DepthcliError(f"'{meta_path}' must hold a JSON object", "restore it, or delete it to use config.json alone")
+    if meta.get("input_size") is not None:
+        meta["input_size"] = check_multiple(meta["input_size"], f"'{meta_path}': input_size", PATCH)
+    else:
+        size = getattr(getattr(config, "backbone_config", None), "image_size", 518)
+        meta["input_size"] = check_multiple(size, f"'{Path(path) / 'config.json'}': backbone image_size", PATCH)
+    return meta
 
 
 def model_input_size(model) -> int:

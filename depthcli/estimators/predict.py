@@ -29,6 +29,15 @@ class PredictConfig:
     threads: int | None = None  # torch CPU threads
     device: str = "auto"  # "auto", "cpu" or "cuda"
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.estimators.models import PATCH
+        from depthcli.validate import check_device, check_int, check_multiple
+
+        check_multiple(self.size, "--size", PATCH, optional=True)
+        check_int(self.threads, "--threads", min=1, max=1024, optional=True)
+        check_device(self.device)
+
 
 def nominal_K(width: int, height: int) -> np.ndarray:
     """A stand-in pinhole K (focal = max(W, H), principal point at the centre): NOT a calibration."""
@@ -53,9 +62,10 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
     from depthcli.io.dataset import DatasetWriter
 
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    check_output_dir(Path(cfg.out), cfg.overwrite)
+    check_output_dir(Path(cfg.out), cfg.overwrite, inputs=[cfg.model, cfg.images])
     files, skipped = list_images(Path(cfg.images))
     if not files:
         raise DepthcliError(f"no images in '{cfg.images}'", "pass a folder of .jpg/.png images")
@@ -68,7 +78,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     unreadable: list[str] = []
     t0 = time.time()
     n = 0
-    with atomic_output_dir(Path(cfg.out), cfg.overwrite) as tmp:
+    with atomic_output_dir(Path(cfg.out), cfg.overwrite, what="predict", inputs=[cfg.model, cfg.images]) as tmp:
         writer = DatasetWriter(
             tmp,
             depth_units="affine",

@@ -36,6 +36,7 @@ class TrainConfig:
     datasets: list[Path]  # depth datasets, or folders holding several datasets
     out: Path  # output folder (checkpoints, final model, curves)
     pseudo_labels: Path | None = None  # a distill labels folder: train on pseudo-labels instead of datasets
+    weights: list[float] | None = None  # sampling weight per entry of datasets (None: every frame equally likely)
     preset: str = "tiny"  # model size from depthcli.estimators.models.PRESETS
     init: Path | None = None  # start from this checkpoint folder instead of random weights
     epochs: int = 10  # passes over the training split
@@ -62,6 +63,45 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress bar
+
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_float, check_int, check_positive
+
+        check_training_settings(self)
+        check_choice(self.augment, "augmentation", ("basic", "strong"))
+        check_choice(self.align, "alignment (--align)", ("median", "lstsq"))
+        check_float(self.encoder_lr_factor, "--encoder-lr-factor", min=0.0, max=1e3)
+        check_float(self.weight_decay, "weight_decay", min=0.0)
+        check_float(self.grad_weight, "grad_weight", min=0.0)
+        check_int(self.grad_scales, "grad_scales", min=1, max=8)
+        check_float(self.dead_relu_weight, "dead_relu_weight", min=0.0)
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_int(self.num_workers, "--workers", min=0, max=256)
+        if self.weights is not None and self.pseudo_labels is None:
+            from depthcli.estimators.data import check_weights
+
+            check_weights(self.weights, len(self.datasets))
+
+
+def check_training_settings(cfg: Any) -> None:
+    """The settings train and distill share (same field names on both configs)."""
+    from depthcli.estimators.models import PATCH, PRESETS
+    from depthcli.validate import check_choice, check_device, check_fraction, check_int, check_multiple, check_float, check_seed
+
+    check_choice(cfg.preset, "preset (--preset)", PRESETS)
+    check_int(cfg.epochs, "--epochs", min=1, max=10**6)
+    check_int(cfg.batch_size, "--batch-size", min=1, max=65536)
+    check_float(cfg.lr, "--lr", min=0.0, max=1.0, min_open=True, hint="e.g. 5e-4")
+    check_multiple(cfg.size, "--size", PATCH, optional=True)
+    check_fraction(cfg.val_fraction, "--val-fraction")
+    check_fraction(cfg.trim, "--trim", hint="the fraction of largest residuals ignored, e.g. 0.1")
+    check_seed(cfg.seed)
+    check_int(cfg.checkpoint_every, "--checkpoint-every", min=1)
+    check_int(cfg.max_steps, "--max-steps", min=1, optional=True)
+    check_float(cfg.max_minutes, "--max-minutes", min=0.0, min_open=True, optional=True)
+    check_int(cfg.threads, "--threads", min=1, max=1024, optional=True)
+    check_device(cfg.device)
 
 
 # ----------------------------------------------------------------------------- distributed helpers
@@ -144,13 +184,42 @@ def resolve_device(device: str, dist: Dist):
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    """The last complete checkpoint folder of a run, or None."""
-    p = Path(out) / "checkpoints" / "latest.json"
+    """The last complete checkpoint folder of a run, or None.
+
+    ``latest.json`` is data: the folder it names must lie inside ``checkpoints/``.
+    """
+    from depthcli.io.paths import resolve_inside
+
+    ck_dir = Path(out) / "checkpoints"
+    p = ck_dir / "latest.json"
     if not p.is_file():
         return None
-    name = json.loads(p.read_text())["checkpoint"]
-    ck = Path(out) / "checkpoints" / name
+    try:
+        name = json.loads(p.read_text())["checkpoint"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise DepthcliError(f"'{p}' is damaged", "start again with --overwrite") from None
+    ck = resolve_inside(ck_dir, name, f"'{p}' checkpoint")
     return ck if (ck / "trainer_state.pt").is_file() else None
+
+
+def _load_trainer_state(ck: Path) -> dict[str, Any]:
+    """Optimizer state and counters of a checkpoint: tensors and plain data only, never code."""
+    import pickle
+    import warnings
+
+    import torch
+
+    path = ck / "trainer_state.pt"
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DepthcliError(f"--resume: '{path}' holds more than tensors and plain data; refusing to load it",
+                            "checkpoints from another source are never unpickled; start again with --overwrite") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file
+        raise DepthcliError(f"--resume: cannot read '{path}': {type(exc).__name__}",
+                            "start again with --overwrite") from None
 
 
 def _save_checkpoint(out: Path, model, optimizer, state: dict[str, Any], keep: int = 2) -> Path:
@@ -205,40 +274,43 @@ def _loss(cfg: TrainConfig, pred, target, mask, box):
     return (la * na + lb * nb) / max(1.0, na + nb)
 
 
-def _prepare_out(cfg: TrainConfig, dist: Dist) -> Path | None:
-    """Create / check the output folder; return the checkpoint to resume from."""
+def _prepare_out(cfg: TrainConfig, dist: Dist, stack) -> Path | None:
+    """Lock / create the output folder (rank 0, held by ``stack``); return the checkpoint to resume from.
+
+    ``--resume`` needs a depthcli train folder with a complete checkpoint; a
+    fresh run gets a new folder with depthcli's marker (``--overwrite`` replaces
+    only such a folder), removed again if the run fails before its first checkpoint.
+    """
+    from depthcli.io.atomic import check_resumable, job_output_dir
+
     out = Path(cfg.out)
-    resume_from = latest_checkpoint(out) if cfg.resume else None
     if dist.main:
-        if out.exists() and any(out.iterdir()) and not cfg.resume:
-            if not cfg.overwrite:
-                raise DepthcliError(
-                    f"output '{out}' already exists",
-                    "pass --resume to continue that run, --overwrite to start again, or choose another folder",
-                )
-            from depthcli.io.atomic import ensure_replaceable
-
-            ensure_replaceable(out, ("checkpoints", "model", "history.json"))
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if cfg.resume and resume_from is None:
-            from depthcli.console import warn
-
-            warn(f"nothing to resume in '{out}' (no complete checkpoint): starting from the beginning")
+        if cfg.resume:
+            check_resumable(out, "train")
+            if latest_checkpoint(out) is None:
+                raise DepthcliError(f"--resume: nothing to resume in '{out}' (no complete checkpoint)",
+                                    "start again with --overwrite")
+        inputs = [*cfg.datasets, cfg.init, cfg.pseudo_labels]
+        stack.enter_context(job_output_dir(out, "train", resume=cfg.resume, overwrite=cfg.overwrite, inputs=inputs,
+                                           keep=lambda o: latest_checkpoint(o) is not None))
     barrier(dist)
-    return resume_from
+    return latest_checkpoint(out) if cfg.resume else None
 
 
 def _build_samples(cfg: TrainConfig):
     from depthcli.estimators.data import samples_from_datasets, split_train_val
 
     if cfg.pseudo_labels is not None:
-        from depthcli.estimators.distill import samples_from_labels
+        from depthcli.estimators.data import samples_from_labels
 
         samples = samples_from_labels(Path(cfg.pseudo_labels))
     else:
         if not cfg.datasets:
             raise DepthcliError("no training datasets given", "pass one or more depth datasets")
+        if cfg.weights is not None:
+            from depthcli.estimators.data import check_weights
+
+            cfg.weights = check_weights(cfg.weights, len(cfg.datasets))
         samples = samples_from_datasets([Path(d) for d in cfg.datasets])
     return split_train_val(samples, cfg.val_fraction, cfg.seed)
 
@@ -328,10 +400,24 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
     Works under ``torchrun`` (one process per rank). The final model is
     written to ``cfg.out / "model"`` by rank 0.
     """
+    from contextlib import ExitStack
+
+    from depthcli.errors import after_disk_full
+
+    cfg.validate()
+    try:
+        with ExitStack() as stack:  # holds the output folder's lock for the run
+            return _train_estimator(cfg, stack)
+    except Exception as exc:
+        after_disk_full(exc, cfg.out, "train")
+        raise
+
+
+def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
     import torch
 
     from depthcli.console import log, progress_task
-    from depthcli.estimators.data import SampleDataset, shard, strong_augment, write_json
+    from depthcli.estimators.data import SampleDataset, shard, strong_augment, weighted_order, write_json
     from depthcli.estimators.models import PATCH, build_model, forward_disparity, load_model, model_input_size
 
     if cfg.threads:
@@ -348,7 +434,7 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
         train_refs, val_refs = _build_samples(cfg)
         if len(train_refs) < dist.world:
             raise DepthcliError(f"only {len(train_refs)} training frames for {dist.world} processes")
-        resume_from = _prepare_out(cfg, dist)
+        resume_from = _prepare_out(cfg, dist, stack)
 
         # ---- model
         if resume_from is not None:
@@ -388,7 +474,7 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
         state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
                                  "history": {"train": [], "epochs": []}, "world": dist.world}
         if resume_from is not None:
-            blob = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
+            blob = _load_trainer_state(resume_from)
             optimizer.load_state_dict(blob["optimizer"])
             state = blob["state"]
             if state.get("world", 1) != dist.world:
@@ -401,7 +487,7 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
         if dist.main:
             write_json(Path(cfg.out) / "train_config.json",
                        {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-                       | {"datasets": [str(d) for d in cfg.datasets], "world_size": dist.world,
+                       | {"datasets": [str(Path(d).resolve()) for d in cfg.datasets], "world_size": dist.world,
                           "train_frames": len(train_refs), "val_frames": len(val_refs), "size": size})
 
         train_ds = SampleDataset(train_refs, size, train=True, max_depth=cfg.max_depth, seed=cfg.seed)
@@ -425,6 +511,8 @@ def train_estimator(cfg: TrainConfig) -> dict[str, Any]:
                 epoch = state["epoch"]
                 train_ds.epoch = epoch
                 order = torch.randperm(len(train_refs), generator=torch.Generator().manual_seed(cfg.seed + 7919 * epoch))
+                if cfg.weights is not None and cfg.pseudo_labels is None:  # mix sources at fixed proportions
+                    order = torch.tensor(weighted_order(train_refs, cfg.weights, len(train_refs), cfg.seed + 7919 * epoch))
                 mine = shard(order.tolist(), dist.rank, dist.world, equal=True)
                 mine = mine[state["step_in_epoch"] * cfg.batch_size:]
                 loader = torch.utils.data.DataLoader(

@@ -1,34 +1,17 @@
-"""COLMAP reconstructions -> depth datasets (the only module that imports pycolmap).
+"""COLMAP files: sparse models (via pycolmap, the only module that imports it) and dense maps.
+
+This module only reads (and, for tests and tools, writes) COLMAP's file
+formats; turning a model into a depth dataset is :mod:`depthcli.convert.colmap`.
 
 What is read
     A sparse model folder (``cameras``, ``images``, ``points3D`` as ``.bin`` or
     ``.txt``; COLMAP >= 3.12 / pycolmap 4.x also write ``rigs`` and ``frames``),
     found in a project (``PROJECT/sparse/0`` or ``PROJECT/sparse`` beside
     ``PROJECT/images``) or given directly. Binary is preferred when both exist,
-    as COLMAP does.
+    as COLMAP does. Binary files are walked record by record before pycolmap
+    reads them, so a truncated or inconsistent model becomes a clear error.
 
-What is written (one frame per registered image, sorted by name)
-    * the image undistorted to a PINHOLE camera chosen by COLMAP's own
-      ``undistort_camera`` (the same camera ``colmap image_undistorter``
-      produces), resampled here with ``cv2.remap`` through pycolmap's camera
-      models, so every perspective COLMAP model works; optional ``--downscale``.
-    * ``K`` of the stored image and ``cam_from_world`` = COLMAP's pose, unchanged
-      (COLMAP's world frame; OpenCV camera axes, as COLMAP).
-    * a sparse **z-depth** map in SfM units (``depth_units="sfm"``, 0 = invalid):
-      the 3D points whose track includes the image, projected through the stored
-      K and pose; the nearest point wins a pixel.
-    * ``depth/NAME.points.npy``: float64 ``[M, 4]`` = (u, v, z, point3D_id) of
-      every kept point (u, v continuous pixel coordinates of the stored image,
-      pixel index = floor; z = z-depth in SfM units), named in the frame's
-      ``extra["sparse_points"]``.
-    * with ``dense=True``: COLMAP MVS depth maps
-      (``stereo/depth_maps/NAME.geometric.bin``, else ``.photometric.bin``) as
-      depth. These belong to COLMAP's *dense workspace* (``image_undistorter``
-      output), whose model is already PINHOLE: the maps are z-depth for those
-      undistorted images, so the model must be pinhole (SIMPLE_PINHOLE or
-      PINHOLE) and is used as is.
-
-Spherical cameras (EQUIRECTANGULAR) have no pinhole equivalent and are refused.
+    COLMAP MVS depth maps (``stereo/depth_maps/NAME.{geometric|photometric}.bin``).
 """
 
 from __future__ import annotations
@@ -36,16 +19,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from depthcli.depth import downscale_depth_valid  # noqa: F401 (re-exported)
-
 from depthcli.errors import DepthcliError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from depthcli.convert import ConvertConfig
 
 MODEL_NAMES = ("cameras", "images", "points3D")
 RIG_NAMES = ("rigs", "frames")
@@ -359,10 +336,13 @@ def read_reconstruction(lay: ColmapLayout):
             rec.read_text(str(lay.model_dir))
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "VerifyParams" in str(exc):
+            first = "a camera has invalid parameters (NaN, or not what its model expects)"
         raise DepthcliError(
             f"cannot read the COLMAP model in '{lay.model_dir}': {first}",
             "the files are corrupt, truncated or inconsistent; re-export the model with COLMAP",
         ) from None
+    validate_numbers(rec, lay.model_dir)
     if lay.model_format == "txt":
         got = {"cameras": rec.num_cameras(), "images": rec.num_images(), "points3D": rec.num_points3D()}
         for name, announced in _text_header_counts(lay.model_dir).items():
@@ -373,6 +353,49 @@ def read_reconstruction(lay: ColmapLayout):
                     "re-export the model with COLMAP",
                 )
     return rec
+
+
+def _focal_lengths(camera) -> list[float]:
+    params = np.asarray(camera.params, dtype=np.float64)
+    idxs = getattr(camera, "focal_length_idxs", None)
+    try:
+        idx = list(idxs() if callable(idxs) else idxs) if idxs is not None else [0]
+    except (TypeError, RuntimeError):  # pragma: no cover - unusual pycolmap
+        idx = [0]
+    return [float(params[i]) for i in idx if i < len(params)]
+
+
+def validate_numbers(rec, model_dir: Path) -> None:
+    """Refuse models whose numbers cannot describe a camera: non-finite parameters,
+    zero or negative focal lengths or sizes, non-finite or zero quaternions and
+    translations, non-finite points."""
+    for cam_id, camera in rec.cameras.items():
+        params = np.asarray(camera.params, dtype=np.float64)
+        where = f"COLMAP model '{model_dir}': camera {cam_id} ({model_name(camera)})"
+        if not np.isfinite(params).all():
+            raise DepthcliError(f"{where} has non-finite parameters {params.tolist()}", "re-run the reconstruction")
+        if int(camera.width) < 1 or int(camera.height) < 1:
+            raise DepthcliError(f"{where} has size {camera.width}x{camera.height}", "re-export the model")
+        bad = [f for f in _focal_lengths(camera) if not f > 0]
+        if bad:
+            raise DepthcliError(f"{where} has focal length {bad[0]:g} (must be positive)", "re-run the reconstruction")
+    for image_id, image in rec.images.items():
+        if not is_registered(image):
+            continue
+        pose = image.cam_from_world
+        if callable(pose):
+            pose = pose()
+        q = np.asarray(pose.rotation.quat, dtype=np.float64)
+        t = np.asarray(pose.translation, dtype=np.float64)
+        if not np.isfinite(q).all() or not np.isfinite(t).all() or np.linalg.norm(q) < 1e-12:
+            raise DepthcliError(
+                f"COLMAP model '{model_dir}': image {image_id} ('{image.name}') has an invalid pose "
+                f"(quaternion {q.tolist()}, translation {t.tolist()})",
+                "re-run the reconstruction",
+            )
+    for pid, point in rec.points3D.items():
+        if not np.isfinite(np.asarray(point.xyz, dtype=np.float64)).all():
+            raise DepthcliError(f"COLMAP model '{model_dir}': point {pid} has non-finite coordinates", "re-run the reconstruction")
 
 
 # --------------------------------------------------------------------------- pycolmap compatibility
@@ -389,7 +412,7 @@ def cam_from_world_matrix(image) -> np.ndarray:
     return out
 
 
-def _is_registered(image) -> bool:
+def is_registered(image) -> bool:
     for attr in ("has_pose", "registered"):
         if hasattr(image, attr):
             v = getattr(image, attr)
@@ -397,80 +420,23 @@ def _is_registered(image) -> bool:
     return True
 
 
-def _model_name(camera) -> str:
+def model_name(camera) -> str:
     name = getattr(camera, "model_name", None)
     if name is None:
         return camera.model.name
     return name() if callable(name) else str(name)
 
 
-def _is_perspective(camera) -> bool:
+def is_perspective(camera) -> bool:
     v = getattr(camera, "is_perspective", None)
     if v is None:
-        return _model_name(camera) != "EQUIRECTANGULAR"
+        return model_name(camera) != "EQUIRECTANGULAR"
     return bool(v() if callable(v) else v)
 
 
-def _track_image_ids(point) -> list[int]:
+def track_image_ids(point) -> list[int]:
     return [int(e.image_id) for e in point.track.elements]
 
-
-# --------------------------------------------------------------------------- undistortion
-
-
-@dataclass
-class Undistorter:
-    """Resample one COLMAP camera's images to COLMAP's undistorted PINHOLE camera."""
-
-    K: np.ndarray  #: [3, 3] pinhole intrinsics of the undistorted image (pixels)
-    width: int  #: undistorted image width
-    height: int  #: undistorted image height
-    map_x: np.ndarray | None  #: [H, W] float32 source x for cv2.remap (None: identity)
-    map_y: np.ndarray | None  #: [H, W] float32 source y
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        import cv2
-
-        if self.map_x is None:
-            return image
-        return cv2.remap(image, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def make_undistorter(camera) -> Undistorter:
-    """COLMAP's pinhole camera for ``camera`` and the pixel maps to resample into it.
-
-    Each pixel centre (col + 0.5, row + 0.5) of the undistorted image becomes a
-    ray through the pinhole K, then a position in the original image through the
-    camera's own model (pycolmap ``img_from_cam``, any perspective model);
-    ``cv2.remap`` samples at that position - 0.5 (OpenCV indexes pixel centres
-    by integers).
-    """
-    pycolmap = import_pycolmap()
-
-    from depthcli.geometry import make_K
-
-    name = _model_name(camera)
-    w, h = int(camera.width), int(camera.height)
-    if name in PINHOLE_MODELS:
-        p = np.asarray(camera.params, dtype=np.float64)
-        K = make_K(p[0], p[0], p[1], p[2]) if name == "SIMPLE_PINHOLE" else make_K(*p[:4])
-        return Undistorter(K, w, h, None, None)
-    if not _is_perspective(camera):
-        raise DepthcliError(
-            f"camera {camera.camera_id} uses the spherical model {name}, which has no pinhole equivalent",
-            "convert supports perspective camera models only",
-        )
-    pin = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), camera)
-    p = np.asarray(pin.params, dtype=np.float64)  # PINHOLE: fx fy cx cy
-    K = make_K(*p[:4])
-    uw, uh = int(pin.width), int(pin.height)
-    u, v = np.meshgrid(np.arange(uw, dtype=np.float64) + 0.5, np.arange(uh, dtype=np.float64) + 0.5)
-    rays = np.stack([(u.ravel() - K[0, 2]) / K[0, 0], (v.ravel() - K[1, 2]) / K[1, 1], np.ones(u.size)], axis=1)
-    src = np.asarray(camera.img_from_cam(rays), dtype=np.float64)
-    src = np.where(np.isfinite(src), src, -1e6)
-    map_x = (src[:, 0] - 0.5).reshape(uh, uw).astype(np.float32)
-    map_y = (src[:, 1] - 0.5).reshape(uh, uw).astype(np.float32)
-    return Undistorter(K, uw, uh, map_x, map_y)
 
 
 def read_image_raw(path: Path) -> np.ndarray:
@@ -521,7 +487,7 @@ def write_colmap_dense_array(path: Path, array: np.ndarray) -> None:
     Path(path).write_bytes(f"{w}&{h}&{c}&".encode() + np.ascontiguousarray(a.transpose(2, 0, 1)).tobytes())
 
 
-def _dense_suffix(stereo_dir: Path) -> str:
+def find_dense_suffix(stereo_dir: Path) -> str:
     maps = stereo_dir / "depth_maps"
     if any(maps.glob("*.geometric.bin")):
         return ".geometric.bin"
@@ -531,202 +497,3 @@ def _dense_suffix(stereo_dir: Path) -> str:
         f"--dense: '{maps}' holds no *.geometric.bin or *.photometric.bin depth maps", "run patch_match_stereo first"
     )
 
-
-# --------------------------------------------------------------------------- conversion
-
-
-
-
-def convert_colmap(cfg: "ConvertConfig", folder: Path) -> dict[str, Any]:
-    """Write the dataset of a COLMAP source into ``folder`` (see the module docstring).
-
-    Returns the :class:`~depthcli.io.dataset.DatasetWriter` summary plus point counts.
-    """
-    import cv2
-
-    from depthcli.console import log, track
-    from depthcli.depth import apply_far_cutoff
-    from depthcli.geometry import project_points, scale_K, splat_sparse_depth
-    from depthcli.io.dataset import DatasetWriter
-
-    lay = locate(cfg.source, cfg.images, cfg.dense)
-    for note in lay.notes:
-        log(note)
-    rec = read_reconstruction(lay)
-
-    images = sorted((im for im in rec.images.values() if _is_registered(im)), key=lambda im: im.name)
-    if not images:
-        raise DepthcliError(f"the COLMAP model in '{lay.model_dir}' has no registered images")
-    if cfg.max_frames is not None:
-        images = images[: max(0, int(cfg.max_frames))]
-    missing = [im.name for im in images if not (lay.images_dir / im.name).is_file()]
-    if missing:
-        raise DepthcliError(
-            f"{len(missing)} image(s) of the model are missing from '{lay.images_dir}': "
-            + ", ".join(missing[:5])
-            + (", ..." if len(missing) > 5 else ""),
-            "pass the folder the model's image names are relative to with --images",
-        )
-
-    # One pass over the points: per image the ids of points whose track includes it.
-    keep_ids = set(int(i) for i in (im.image_id for im in images))
-    per_image: dict[int, list[int]] = {i: [] for i in keep_ids}
-    ids, xyz, errors, lengths = [], [], [], []
-    for pid, point in rec.points3D.items():
-        idx = len(ids)
-        ids.append(int(pid))
-        xyz.append(np.asarray(point.xyz, dtype=np.float64))
-        errors.append(float(point.error))
-        img_ids = _track_image_ids(point)
-        lengths.append(len(set(img_ids)))  # images seeing the point
-        for iid in set(img_ids):
-            if iid not in rec.images:
-                raise DepthcliError(
-                    f"point {pid} of the COLMAP model references image {iid}, which the model lacks",
-                    "the model is inconsistent; re-export it with COLMAP",
-                )
-            if iid in per_image:
-                per_image[iid].append(idx)
-    point_ids = np.asarray(ids, dtype=np.int64)
-    point_xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    point_err = np.asarray(errors, dtype=np.float64)
-    point_len = np.asarray(lengths, dtype=np.int64)
-    passes = np.ones(len(point_ids), dtype=bool)
-    fail_err = np.zeros(len(point_ids), dtype=bool)
-    if cfg.max_reproj_error is not None:
-        fail_err = (point_err >= 0) & (point_err > cfg.max_reproj_error)  # error < 0: unknown, kept
-    fail_len = point_len < int(cfg.min_track_length)
-    passes &= ~fail_err & ~fail_len
-
-    filters = {
-        "max_reproj_error": cfg.max_reproj_error,
-        "min_track_length": int(cfg.min_track_length),
-        "max_depth": cfg.max_depth,
-    }
-    source = {
-        "kind": "colmap",
-        "path": str(Path(cfg.source).absolute()),
-        "model_format": lay.model_format,
-        "layout": lay.layout,
-        "model": str(lay.model_dir.absolute()),
-        "images": str(lay.images_dir.absolute()),
-        "depth": "dense" if cfg.dense else "sparse",
-        "filters": filters,
-    }
-    writer = DatasetWriter(
-        folder,
-        depth_units="sfm",
-        source=source,
-        depth_format=cfg.depth_format,
-        depth_scale=cfg.depth_scale,
-        previews=cfg.previews,
-        meta={"sparse_points_columns": ["u", "v", "z", "point3D_id"]},
-    )
-    dense_suffix = _dense_suffix(lay.stereo_dir) if cfg.dense and lay.stereo_dir is not None else None
-    n = int(cfg.downscale)
-    undistorters: dict[int, Undistorter] = {}
-    counts = {"observations": 0, "kept": 0, "filtered_reproj_error": 0, "filtered_track_length": 0,
-              "outside_image": 0, "beyond_max_depth": 0}
-    models_seen: set[str] = set()
-
-    for im in track(images, "colmap frames"):
-        camera = rec.cameras[im.camera_id]
-        models_seen.add(_model_name(camera))
-        cam_from_world = cam_from_world_matrix(im)
-        img = read_image_raw(lay.images_dir / im.name)
-        if img.shape[:2] != (int(camera.height), int(camera.width)):
-            rotated = img.shape[:2] == (int(camera.width), int(camera.height))
-            hint = "EXIF rotation?" if rotated else "wrong --images folder?"
-            raise DepthcliError(
-                f"image '{im.name}' is {img.shape[1]}x{img.shape[0]} "
-                f"but its COLMAP camera is {camera.width}x{camera.height}",
-                hint,
-            )
-        dense_depth = None
-        if dense_suffix is not None:
-            if _model_name(camera) not in PINHOLE_MODELS:
-                raise DepthcliError(
-                    f"--dense needs the undistorted model of COLMAP's dense workspace, but camera "
-                    f"{camera.camera_id} is {_model_name(camera)}",
-                    "pass the dense workspace folder (image_undistorter output: images/, sparse/, stereo/)",
-                )
-            dpath = lay.stereo_dir / "depth_maps" / f"{im.name}{dense_suffix}"
-            if not dpath.is_file():
-                raise DepthcliError(
-                    f"--dense: depth map '{dpath}' is missing", "run patch_match_stereo on every image, or drop --dense"
-                )
-            dense_depth = read_colmap_dense_array(dpath)
-            if dense_depth.ndim != 2:
-                raise DepthcliError(f"'{dpath}' has {dense_depth.shape[2]} channels, a depth map has 1")
-
-        if camera.camera_id not in undistorters:
-            undistorters[camera.camera_id] = make_undistorter(camera)
-        und = undistorters[camera.camera_id]
-        img = und.apply(img)
-        K = und.K
-        h, w = und.height, und.width
-        if dense_depth is not None and dense_depth.shape != (h, w):
-            # patch_match_stereo --max_image_size shrinks the maps: follow them.
-            dh, dw = dense_depth.shape
-            K = scale_K(K, dw / w, dh / h)
-            img = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
-            h, w = dh, dw
-        if n > 1:
-            nw, nh = w // n, h // n
-            if nw < 1 or nh < 1:
-                raise DepthcliError(f"--downscale {n} leaves nothing of the {w}x{h} image '{im.name}'")
-            K = scale_K(K, nw / w, nh / h)
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-            if dense_depth is not None:
-                dense_depth = downscale_depth_valid(dense_depth, n)
-            w, h = nw, nh
-
-        # Sparse points of this image's own tracks.
-        idx = np.asarray(sorted(per_image[int(im.image_id)]), dtype=np.int64)
-        counts["observations"] += len(idx)
-        counts["filtered_reproj_error"] += int(fail_err[idx].sum())
-        counts["filtered_track_length"] += int((fail_len[idx] & ~fail_err[idx]).sum())
-        idx = idx[passes[idx]]
-        uv, z = project_points(point_xyz[idx], K, cam_from_world)
-        inside = np.isfinite(uv).all(axis=1) & (z > 0)
-        inside &= (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
-        counts["outside_image"] += int((~inside).sum())
-        near = inside.copy()
-        if cfg.max_depth is not None:
-            near &= z <= cfg.max_depth
-            counts["beyond_max_depth"] += int((inside & ~near).sum())
-        idx, uv, z = idx[near], uv[near], z[near]
-        counts["kept"] += len(idx)
-        if dense_depth is not None:
-            depth = apply_far_cutoff(dense_depth, cfg.max_depth)
-        else:
-            depth, _ = splat_sparse_depth(uv, z, h, w)
-        frame = writer.add_frame(im.name, depth, K, cam_from_world, image=img)
-        points_rel = str(Path(frame.depth).with_suffix("")) + ".points.npy"
-        table = np.column_stack([uv, z, point_ids[idx].astype(np.float64)]) if len(idx) else np.zeros((0, 4))
-        np.save(folder / points_rel, table.astype(np.float64))
-        frame.extra.update(
-            {
-                "sparse_points": points_rel,
-                "colmap": {
-                    "image_id": int(im.image_id),
-                    "camera_id": int(camera.camera_id),
-                    "camera_model": _model_name(camera),
-                },
-            }
-        )
-
-    summary = writer.close()
-    summary.update(
-        {
-            "model": f"{lay.model_format}, {lay.layout}",
-            "camera_models": ", ".join(sorted(models_seen)),
-            "depth_source": f"dense ({dense_suffix})" if dense_suffix else "sparse SfM points",
-            "points_kept": counts["kept"],
-            "points_filtered": counts["filtered_reproj_error"]
-            + counts["filtered_track_length"]
-            + counts["beyond_max_depth"],
-            "point_counts": counts,
-        }
-    )
-    return summary

@@ -25,6 +25,7 @@ import numpy as np
 from depthcli import __version__
 from depthcli.depth import sanitize_depth, valid_mask
 from depthcli.errors import DepthcliError
+from depthcli.validate import MAX_SIDE, check_int, check_intrinsics_matrix, check_positive, check_rigid
 
 FORMAT = "depthcli.dataset"
 VERSION = 1
@@ -36,7 +37,7 @@ DEPTH_FORMATS = ("npy", "png16")
 
 CONVENTIONS = {
     "camera_model": "PINHOLE (K of the stored, undistorted image)",
-    "pixel_centers": "pixel (row, col) has centre (col + 0.5, row + 0.5), as OpenCV/COLMAP",
+    "pixel_centers": "pixel (row, col) has centre (col + 0.5, row + 0.5), as COLMAP (OpenCV: integer centres, cx = cx_opencv + 0.5)",
     "camera_axes": "OpenCV: x right, y down, z forward",
     "pose": "cam_from_world maps world points to camera points: X_cam = R X_world + t",
     "invalid_value": 0,
@@ -103,6 +104,12 @@ class DepthDataset:
                 return f
         raise DepthcliError(f"no frame named '{name}' in dataset '{self.root}'")
 
+    def path_of(self, relpath: str, what: str) -> Path:
+        """The file ``relpath`` (from dataset.json) names, refused if it leaves the dataset."""
+        from depthcli.io.paths import resolve_inside
+
+        return resolve_inside(self.root, relpath, f"{self.root / 'dataset.json'}: {what}")
+
     def read_depth(self, frame: Frame, nonfinite: Literal["error", "invalid"] = "error") -> np.ndarray:
         """``[H, W]`` float32 in ``depth_units``; 0 = invalid.
 
@@ -111,7 +118,7 @@ class DepthDataset:
         """
         from depthcli.io.depth_files import read_depth_file
 
-        path = self.root / frame.depth
+        path = self.path_of(frame.depth, f"frame '{frame.name}' depth")
         scale = frame.depth_scale
         if path.suffix.lower() == ".png" and scale is None:
             raise DepthcliError(f"frame '{frame.name}' has a 16-bit depth file but no depth_scale in dataset.json")
@@ -139,7 +146,7 @@ class DepthDataset:
 
         if frame.image is None:
             return None
-        img = read_image_rgb(self.root / frame.image)
+        img = read_image_rgb(self.path_of(frame.image, f"frame '{frame.name}' image"))
         if img.shape[:2] != (frame.height, frame.width):
             raise DepthcliError(
                 f"image of frame '{frame.name}' is {img.shape[1]}x{img.shape[0]}, "
@@ -193,23 +200,30 @@ def load_dataset(root: Path) -> DepthDataset:
         raise DepthcliError(f"'{meta_path}' has no 'frames' list")
     frames = []
     known = {"name", "image", "depth", "width", "height", "K", "cam_from_world", "depth_scale"}
+    from depthcli.io.paths import resolve_inside
     for i, fj in enumerate(frames_json):
         where = f"{meta_path} frame {i}"
         if not isinstance(fj, dict) or not {"name", "depth", "width", "height", "K", "cam_from_world"} <= set(fj):
             raise DepthcliError(f"{where}: needs name, depth, width, height, K and cam_from_world")
+        # Paths in metadata must stay inside the dataset (no '..', absolute paths or links out).
+        resolve_inside(root, fj["depth"], f"{where} depth")
+        if fj.get("image") is not None:
+            resolve_inside(root, fj["image"], f"{where} image")
         frames.append(
             Frame(
                 name=str(fj["name"]),
                 image=fj.get("image"),
                 depth=str(fj["depth"]),
-                width=int(fj["width"]),
-                height=int(fj["height"]),
+                width=check_int(fj["width"], f"{where}: width", min=1, max=MAX_SIDE),
+                height=check_int(fj["height"], f"{where}: height", min=1, max=MAX_SIDE),
                 K=_matrix(fj["K"], (3, 3), "K", where),
                 cam_from_world=_matrix(fj["cam_from_world"], (4, 4), "cam_from_world", where),
-                depth_scale=None if fj.get("depth_scale") is None else float(fj["depth_scale"]),
+                depth_scale=check_positive(fj.get("depth_scale"), f"{where}: depth_scale", optional=True),
                 extra={k: v for k, v in fj.items() if k not in known},
             )
         )
+        check_intrinsics_matrix(frames[-1].K, where)
+        check_rigid(frames[-1].cam_from_world, where)
     rest = {k: v for k, v in meta.items() if k not in {"frames"}}
     return DepthDataset(
         root=root,

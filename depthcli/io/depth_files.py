@@ -41,6 +41,9 @@ def write_depth_png16(path: Path, depth: np.ndarray, depth_scale: float) -> int:
 
     img, overflow = encode_depth_png16(depth, depth_scale)
     if not cv2.imwrite(str(path), img):
+        from depthcli.errors import raise_if_disk_full
+
+        raise_if_disk_full(path, img.nbytes)  # OpenCV gives no reason
         raise DepthcliError(f"cannot write depth file '{path}'")
     return overflow
 

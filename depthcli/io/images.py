@@ -35,4 +35,7 @@ def write_image_rgb(path: Path, image: np.ndarray) -> None:
     else:
         ok = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
+        from depthcli.errors import raise_if_disk_full
+
+        raise_if_disk_full(path, image.nbytes)  # OpenCV gives no reason
         raise DepthcliError(f"cannot write image '{path}'")

@@ -129,3 +129,41 @@ def read_splats_ply(path: Path) -> SplatArrays:
     if (np.linalg.norm(out.quats, axis=1) == 0).any():
         raise DepthcliError(f"'{path}' has zero-length rotation quaternions")
     return out
+
+
+def write_points_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None, comments: list[str] | None = None) -> None:
+    """Write a point cloud: ``vertex`` with float32 ``x y z`` (+ uint8 ``red green blue``).
+
+    The layout Open3D, CloudCompare, MeshLab and nerfstudio's ``ply_file_path``
+    loader read (binary little-endian).
+    """
+    from plyfile import PlyData, PlyElement
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    data = np.zeros(len(xyz), dtype=fields)
+    for i, c in enumerate("xyz"):
+        data[c] = xyz[:, i]
+    if rgb is not None:
+        rgb = np.asarray(rgb).reshape(-1, 3)
+        for i, c in enumerate(("red", "green", "blue")):
+            data[c] = rgb[:, i]
+    PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<", comments=list(comments or [])).write(str(path))
+
+
+def read_points_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(xyz [N, 3] float64, rgb [N, 3] uint8 or None)`` of a point-cloud PLY."""
+    from plyfile import PlyData
+
+    try:
+        v = PlyData.read(str(path))["vertex"].data
+    except Exception as exc:  # plyfile raises several types for bad files
+        raise DepthcliError(f"cannot read '{path}' as a point-cloud PLY: {exc}") from None
+    xyz = np.stack([np.asarray(v[c], dtype=np.float64) for c in "xyz"], axis=1)
+    names = set(v.dtype.names or ())
+    rgb = None
+    if {"red", "green", "blue"} <= names:
+        rgb = np.stack([np.asarray(v[c], dtype=np.uint8) for c in ("red", "green", "blue")], axis=1)
+    return xyz, rgb

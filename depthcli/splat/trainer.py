@@ -36,8 +36,11 @@ from typing import Any, Optional
 import numpy as np
 
 from depthcli.errors import DepthcliError
+from depthcli.splat.render import BACKENDS
 
 MODES = ("D", "ED", "RGB+D", "RGB+ED")
+#: Most optimisation steps one run accepts (a schedule, not a memory bound; days on a GPU).
+MAX_STEPS = 10**8
 
 
 @dataclass
@@ -48,7 +51,7 @@ class SplatTrainConfig:
     out: Path  # job folder for the PLY, metrics, curves and checkpoints
     mode: str = "ED"  # render mode trained: D, ED (depth only) or RGB+D, RGB+ED (needs images)
     steps: int = 3000  # optimisation steps (one training view per step)
-    backend: str = "auto"  # rasteriser backend: auto, gsplat (CUDA) or torch
+    backend: str = "auto"  # rasteriser backend: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat (CUDA) or torch
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible
     test_every: int = 8  # every N-th frame is held out (never trained on); 0 = no held-out views
@@ -92,12 +95,51 @@ class SplatTrainConfig:
     prior_weight_final: float = 0.01  # ... decaying exponentially to this at the last step
     prior_init: bool = True  # seed the initial Gaussians from the prior where the dataset has no depth (aligned priors)
     cpu_threads: Optional[int] = 1  # torch CPU threads while training (1 is fastest for small tensors on a busy machine); None: torch's default
+    threads: Optional[int] = None  # threads of the compiled CPU rasteriser (backend cpu); None: all cores
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["dataset"] = str(self.dataset)
-        d["out"] = str(self.out)
+        d["dataset"] = str(Path(self.dataset).resolve())  # absolute: a job resumes from any folder
+        d["out"] = str(Path(self.out).resolve())
         return d
+
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.splat.prior_term import check_loss_settings
+        from depthcli.validate import (check_choice, check_depth_range, check_device, check_float, check_int,
+                                       check_positive, check_seed)
+
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.backend, "backend", BACKENDS)
+        check_device(self.device, allowed=("cpu", "cuda", "mps"), indexed=True)
+        check_loss_settings(self)  # --depth-loss spec and the prior flags (splat/prior_term.py)
+        check_choice(self.densify, "densify strategy", ("auto", "gsplat", "torch", "off"))
+        check_int(self.steps, "--steps", min=1, max=MAX_STEPS)
+        check_seed(self.seed)
+        check_int(self.test_every, "--test-every", min=0)
+        check_int(self.max_init_points, "--max-init-points", min=1, max=10**8)
+        check_int(self.eval_every, "--eval-every", min=0)
+        check_int(self.checkpoint_every, "--checkpoint-every", min=1)
+        check_int(self.keep_checkpoints, "keep_checkpoints", min=1)
+        check_depth_range(self.min_depth, self.max_depth)
+        check_float(self.min_alpha, "min_alpha", min=0.0, max=1.0, max_open=True)
+        for name in ("grad_weight", "multiscale_weight", "coverage_weight", "rgb_weight"):
+            check_float(getattr(self, name), name, min=0.0)
+        check_float(self.ssim_lambda, "ssim_lambda", min=0.0, max=1.0)
+        check_int(self.multiscale_levels, "multiscale_levels", min=0, max=16)
+        for name in ("lr_means", "lr_scales", "lr_quats", "lr_opacities", "lr_colors", "init_scale", "grow_grad2d"):
+            check_positive(getattr(self, name), name)
+        check_float(self.init_opacity, "init_opacity", min=0.0, max=1.0, min_open=True, max_open=True)
+        check_positive(self.voxel, "voxel", optional=True)
+        check_int(self.refine_start, "refine_start", min=0)
+        check_int(self.refine_stop, "refine_stop", min=0, optional=True)
+        check_int(self.refine_every, "refine_every", min=1)
+        check_int(self.reset_every, "reset_every", min=0)
+        check_float(self.prune_opa, "prune_opa", min=0.0, max=1.0, max_open=True)
+        check_int(self.max_gaussians, "max_gaussians", min=1, max=10**9)
+        check_int(self.stop_at, "stop_at", min=1, optional=True)
+        check_int(self.cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
+        check_int(self.threads, "--threads", min=1, max=1024, optional=True)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -218,29 +260,45 @@ def render_depth(splats: dict, viewmat, K, width: int, height: int, mode: str, b
 # ----------------------------------------------------------------------------- job folder
 
 
-def _prepare_out(cfg: SplatTrainConfig) -> Path:
-    out = Path(cfg.out)
-    if cfg.resume:
-        if not _checkpoints(out):
-            raise DepthcliError(
-                f"--resume: no checkpoint in '{out / 'checkpoints'}'", "start without --resume (or check the folder)"
-            )
-        return out
-    if out.exists():
-        if not cfg.overwrite:
-            raise DepthcliError(f"output '{out}' already exists", "pass --overwrite to replace it or --resume to continue it")
-        if not out.is_dir():
-            raise DepthcliError(f"output '{out}' exists and is not a folder", "choose another output path")
-        if any(out.iterdir()) and not (out / "job.json").is_file():
-            raise DepthcliError(
-                f"'{out}' is not a splat-train job folder (no job.json); refusing to delete it", "choose another output folder"
-            )
-        shutil.rmtree(out)
-    try:
-        (out / "checkpoints").mkdir(parents=True)
-    except OSError as exc:
-        raise DepthcliError(f"cannot create '{out}': {exc.strerror}", "choose a writable output folder") from None
-    return out
+def _prepare_out(cfg: SplatTrainConfig, stack) -> Path:
+    """Lock the job folder for this run (``stack`` holds it); a fresh job gets depthcli's marker.
+
+    A fresh job that fails before its first checkpoint is removed again.
+    """
+    from depthcli.io.atomic import job_output_dir
+
+    return stack.enter_context(job_output_dir(
+        Path(cfg.out), "splat-train", resume=cfg.resume, overwrite=cfg.overwrite, inputs=[cfg.dataset],
+        keep=lambda out: bool(_checkpoints(out))))
+
+
+def _load_checkpoint(out: Path) -> dict:
+    """The newest readable checkpoint of a job (tensors and plain data only, never code)."""
+    import pickle
+    import warnings
+
+    import torch
+
+    from depthcli.io.paths import resolve_inside
+
+    folder = Path(out) / "checkpoints"
+    ckpts = _checkpoints(out)
+    if not ckpts:
+        raise DepthcliError(f"--resume: no checkpoint in '{folder}'", "start without --resume (or check the folder)")
+    for path in reversed(ckpts):
+        path = resolve_inside(folder, path.name, f"checkpoint '{path}'")
+        try:
+            # weights_only: tensors, numbers, strings and containers; anything else
+            # (a pickled object that could run code) is refused, never executed.
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise DepthcliError(f"--resume: checkpoint '{path}' holds more than tensors and plain data; refusing to load it",
+                                "depthcli never unpickles objects; start again with --overwrite") from None
+        except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
+            continue
+    raise DepthcliError(f"--resume: no readable checkpoint in '{folder}'", "start again with --overwrite")
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -318,8 +376,18 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
     ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
     """
-    with torch_threads(cfg.cpu_threads, cfg.device):
-        return _train(cfg)
+    from contextlib import ExitStack
+
+    from depthcli.errors import after_disk_full
+    from depthcli.splat.backend_cpu import raster_threads
+
+    cfg.validate()
+    try:
+        with torch_threads(cfg.cpu_threads, cfg.device), raster_threads(cfg.threads, cfg.device), ExitStack() as stack:
+            return _train(cfg, stack)
+    except Exception as exc:
+        after_disk_full(exc, cfg.out, "splat-train")
+        raise
 
 
 @contextmanager
@@ -342,25 +410,20 @@ def torch_threads(n: Optional[int], device: str):
         torch.set_num_threads(before)
 
 
-def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
+def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     import torch
 
     from depthcli.console import log
     from depthcli.depth import valid_mask
     from depthcli.io.atomic import atomic_write, atomic_write_text
     from depthcli.splat import model as M
-    from depthcli.splat.losses import DepthSupervision, parse_depth_loss_spec, rgb_loss
-    from depthcli.splat.prior_term import check_prior_settings, load_prior, loss_images
+    from depthcli.splat.losses import DepthSupervision, rgb_loss
+    from depthcli.splat.prior_term import load_prior, loss_images
 
     if cfg.steps < 1:
         raise DepthcliError("--steps must be at least 1")
     _check_device(cfg.device)
     backend = _resolve_backend(cfg)
-    try:
-        parse_depth_loss_spec(cfg.depth_loss)
-    except ValueError as exc:
-        raise DepthcliError(f"--depth-loss: {exc}", "e.g. --depth-loss l1 --depth-loss pearson:0.1") from None
-    check_prior_settings(cfg)
     strategy, strategy_kind = _make_strategy(cfg, backend)  # validates --densify before anything is written
     ds, views, train_ids, test_ids = _load_views(cfg)
     use_rgb = cfg.mode.startswith("RGB")
@@ -370,17 +433,11 @@ def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
     ckpt = None
     prior = load_prior(cfg, ds, views, train_ids, None, None)  # validated before the checkpoint is read
     if cfg.resume:
-        ckpts = _checkpoints(Path(cfg.out))
-        if not ckpts:
-            raise DepthcliError(f"--resume: no checkpoint in '{Path(cfg.out) / 'checkpoints'}'", "start without --resume")
-        for path in reversed(ckpts):
-            try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-                break
-            except Exception:  # a damaged file: fall back to the previous checkpoint
-                continue
-        if ckpt is None:
-            raise DepthcliError(f"--resume: no readable checkpoint in '{Path(cfg.out) / 'checkpoints'}'")
+        from depthcli.io.atomic import check_no_overlap, check_resumable
+
+        check_no_overlap([cfg.dataset], [cfg.out])
+        check_resumable(Path(cfg.out), "splat-train")
+        ckpt = _load_checkpoint(Path(cfg.out))
         old = ckpt["config"]
         same = lambda k: (Path(old[k]).resolve() == Path(cfg.dataset).resolve()) if k == "dataset" else (  # noqa: E731
             str(old[k]) == str(getattr(cfg, k)))
@@ -404,7 +461,7 @@ def _train(cfg: SplatTrainConfig) -> dict[str, Any]:
         )
     if prior is not None:
         prior.prepare(norm.scale, cfg.device)
-    out = _prepare_out(cfg)
+    out = _prepare_out(cfg, stack)
     for stale in (out / "checkpoints").glob(".step_*"):  # temp files of a write killed midway
         stale.unlink(missing_ok=True)
     if not cfg.resume:

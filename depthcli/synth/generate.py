@@ -44,6 +44,10 @@ class SynthConfig:
     previews: bool = False  #: write colourised depth previews
     overwrite: bool = False  #: replace an existing OUT
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is written."""
+        _validate(self)
+
 
 def frame_name(i: int) -> str:
     """Frame names follow 7-Scenes (``frame-000000``) so every export matches by name."""
@@ -122,10 +126,14 @@ def _validate(cfg: SynthConfig) -> None:
 
     if cfg.style not in STYLE_CHOICES:
         raise DepthcliError(f"unknown style '{cfg.style}'", f"use one of {', '.join(STYLE_CHOICES)}")
-    if cfg.scenes < 1 or cfg.frames < 1:
-        raise DepthcliError("--scenes and --frames must be at least 1")
-    if cfg.width < 8 or cfg.height < 8 or cfg.width > 8192 or cfg.height > 8192:
-        raise DepthcliError(f"image size {cfg.width}x{cfg.height} is out of range", "use 8..8192 pixels per side")
+    from depthcli.validate import MAX_SEED, check_int
+
+    check_int(cfg.scenes, "--scenes", min=1, max=10000)
+    check_int(cfg.frames, "--frames", min=1, max=100000)
+    check_int(cfg.width, "--width", min=8, max=8192)
+    check_int(cfg.height, "--height", min=8, max=8192)
+    check_int(cfg.seed, "--seed", min=0, max=MAX_SEED - cfg.scenes + 1)  # scene i uses seed + i
+    check_int(cfg.colmap_points, "--colmap-points", min=1, max=10**7)
     if cfg.colmap_camera not in COLMAP_CAMERAS:
         raise DepthcliError(f"unknown COLMAP camera model '{cfg.colmap_camera}'", f"use one of {', '.join(COLMAP_CAMERAS)}")
     if cfg.depth_format not in ("npy", "png16"):
@@ -137,7 +145,7 @@ def synthesize(cfg: SynthConfig) -> dict[str, Any]:
     from depthcli.console import progress_task
     from depthcli.io.atomic import atomic_output_dir
 
-    _validate(cfg)
+    cfg.validate()
     t0 = time.time()
     total = cfg.scenes * cfg.frames
     ranges: list[tuple[float, float]] = []

@@ -291,7 +291,7 @@ def align_prior(cfg: AlignConfig) -> dict[str, Any]:
             n = int(use.sum())
             row["points"] = n
             if n < cfg.min_points:
-                row["status"] = f"skipped: {n} points < --min-points {cfg.min_points}"
+                row["status"] = f"skipped: {n} < --min-points"
                 continue
             x_all = _to_space(pred, pred > 0, space, pred_kind)[use]
             y_all = gt[use].astype(np.float64)
@@ -304,7 +304,7 @@ def align_prior(cfg: AlignConfig) -> dict[str, Any]:
                 fit = fit_scale_shift_robust(x_all, y_all, cfg.fit, cfg.seed)
             row.update(scale=fit.scale, shift=fit.shift, inliers=fit.inliers, sigma=fit.sigma)
             if not (fit.scale > 0 and math.isfinite(fit.scale) and math.isfinite(fit.shift)):
-                row["status"] = "skipped: fitted scale is not positive (prediction does not follow the target)"
+                row["status"] = "skipped: scale <= 0"
                 continue
             cap = cfg.max_depth if cfg.max_depth is not None else cfg.far_factor * float(gt[gt > 0].max())
             aligned = apply_fit(pred, fit.scale, fit.shift, space, pred_kind, cap)
@@ -339,7 +339,7 @@ def align_prior(cfg: AlignConfig) -> dict[str, Any]:
     aligned_rows = [r for r in rows if r["status"] == "aligned"]
     skipped = [r for r in rows if r["status"] != "aligned"]
     if skipped:
-        warn(f"{len(skipped)} of {len(rows)} frames not aligned: "
+        warn(f"{len(skipped)} of {len(rows)} frames not aligned (scale <= 0: the prediction does not follow the target): "
              + "; ".join(f"{r['frame']}: {r['status']}" for r in skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
     med = lambda k: float(np.median([r[k] for r in aligned_rows]))  # noqa: E731
     summary.update({

@@ -442,3 +442,24 @@ def test_disk_full_boundary_is_one_line_for_any_command(monkeypatch, capsys):
         err = capsys.readouterr().err
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and f"disk full while writing {where}" in lines[0], err
+
+
+@pytest.mark.parametrize("key,value,match", [("step", -5, "step"), ("step", 10**20, "step"),
+                                             ("norm.scale", float("nan"), "scene scale"),
+                                             ("norm.scale", 0.0, "scene scale")])
+def test_bad_number_in_splat_checkpoint_is_one_line(run_cli, inputs, tmp_path, key, value, match):
+    """Numbers read back from a job's own checkpoint are checked like flags."""
+    import torch
+
+    out = tmp_path / "job"
+    code, _, err = run_cli("splat-train", inputs["ds"], out, "--steps", "2", "--test-every", "0")
+    assert code == 0, err
+    (ck,) = sorted((out / "checkpoints").glob("step_*.pt"))
+    blob = torch.load(ck, weights_only=True)
+    if key == "step":
+        blob["step"] = value
+    else:
+        blob["norm"]["scale"] = value
+    torch.save(blob, ck)
+    refused(run_cli, ["splat-train", inputs["ds"], out, "--steps", "3", "--test-every", "0", "--resume"],
+            inputs=[inputs["ds"], out], match=match)

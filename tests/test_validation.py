@@ -463,3 +463,13 @@ def test_bad_number_in_splat_checkpoint_is_one_line(run_cli, inputs, tmp_path, k
     torch.save(blob, ck)
     refused(run_cli, ["splat-train", inputs["ds"], out, "--steps", "3", "--test-every", "0", "--resume"],
             inputs=[inputs["ds"], out], match=match)
+
+
+@pytest.mark.parametrize("cmd", ["predict", "train", "splat-train"])
+def test_cuda_without_a_gpu_is_one_line(run_cli, inputs, tmp_path, cmd):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    before, keep = _command_args(cmd, inputs, out)
+    refused(run_cli, [cmd, *before, "--device", "cuda"], inputs=keep, absent=[out], match="cuda")

@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("render", "render"),
     ("train", "train"),
     ("predict", "predict"),
+    ("align", "align"),
     ("distill", "distill"),
     ("eval", "eval"),
 ]

@@ -87,7 +87,7 @@ class ReportWriter:
         self.folder = Path(folder)
         self.names = names
         self.limit = limit
-        self._cm = atomic_output_dir(self.folder, overwrite)
+        self._cm = atomic_output_dir(self.folder, overwrite, what="eval")
         self.tmp = self._cm.__enter__()
         (self.tmp / "images").mkdir()
         self.entries: list[tuple[str, str]] = []

@@ -804,4 +804,4 @@ def write_csv(result: EvalResult, path: Path, overwrite: bool = False) -> None:
     wr = csv.writer(buf)
     for row in iter_rows_csv(result):
         wr.writerow(["" if v is None else v for v in row])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue(), replace=overwrite)  # a CSV appearing meanwhile is never replaced

@@ -62,7 +62,7 @@ def _commands(i, out):
     """Each command writing ``out`` (small, valid otherwise)."""
     return {
         "synth": ["synth", out, "--frames", "2", "--width", "16", "--height", "12"],
-        "convert": ["convert", i["cap"], out, *FOLDER_ARGS],
+        "convert": ["convert", i["cap"], out, "--from", "folder", *FOLDER_ARGS],
         "render": ["render", i["ply"], i["ds"], out],
         "predict": ["predict", i["model"], i["imgs"], out, "--threads", "1", "--device", "cpu"],
         "train": ["train", i["ds"], out, "--max-steps", "1", "--size", "14", "--batch-size", "2", "--threads", "1",
@@ -214,7 +214,7 @@ def _holder(out: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("cmd", ["synth", "train", "splat-train"])
+@pytest.mark.parametrize("cmd", ["synth", "convert", "render", "predict", "train", "splat-train", "distill", "eval"])
 def test_a_second_run_into_the_same_output_fails_cleanly(inputs, tmp_path, run_cli, cmd):
     out = tmp_path / "out"
     proc = _holder(out)
@@ -254,9 +254,19 @@ def test_refused_runs_leave_no_folder(inputs, tmp_path, run_cli, monkeypatch):
     from depthcli.errors import DepthcliError
 
     out = tmp_path / "out"
-    # train: refused after the folder was prepared (crop size checked once the model is known)
-    assert_refused(run_cli, ["train", inputs["ds"], out, "--size", "15", "--max-steps", "1", "--threads", "1"],
-                   inputs=inputs.values(), absent=[out], match="multiple of 14")
+    # distill: a bad student setting is refused before any labelling
+    assert_refused(run_cli, ["distill", out, "--teacher", inputs["model"], "--images", inputs["imgs"], "--epochs", "0"],
+                   inputs=inputs.values(), absent=[out], match="epochs")
+
+    # train: failing after its folder was prepared (here: while building the model)
+    import depthcli.estimators.models as models
+
+    def no_model(*a, **k):
+        raise DepthcliError("simulated failure building the model")
+
+    monkeypatch.setattr(models, "build_model", no_model)
+    assert_refused(run_cli, _commands(inputs, out)["train"], inputs=inputs.values(), absent=[out],
+                   match="simulated failure")
 
     # splat-train: failing before its first checkpoint
     import depthcli.splat.trainer as trainer
@@ -286,6 +296,8 @@ def test_hidden_work_folders_of_dead_runs_are_removed(inputs, tmp_path, run_cli)
     code, _, err = run_cli(*_commands(inputs, out)["synth"])
     assert code == 0, err
     assert not dead.exists() and (foreign / "keep.txt").read_text() == "x"
+    marker = json.loads((out / ".depthcli").read_text())  # the command and version that made it
+    assert marker["what"] == "synth" and marker["created_by"].startswith("depthcli ")
 
 
 def test_kill_9_leftover_is_removed_by_the_next_run(inputs, tmp_path, run_cli):
@@ -323,3 +335,35 @@ def test_job_resumes_from_another_working_directory(inputs, tmp_path, monkeypatc
                            "--eval-every", "0", "--max-init-points", "100", "--resume")
     assert code == 0, err
     assert (tmp_path / "job" / "splats.ply").is_file()
+
+
+def test_a_file_appearing_during_a_run_is_never_replaced(tmp_path):
+    from depthcli.errors import DepthcliError
+    from depthcli.io.atomic import atomic_write
+
+    target = tmp_path / "table.csv"
+
+    def write(p):
+        p.write_text("second")
+        target.write_text("first")  # a concurrent run publishes first
+
+    with pytest.raises(DepthcliError, match="already exists"):
+        atomic_write(target, write, replace=False)
+    assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_a_job_killed_before_its_first_checkpoint_can_be_replaced(inputs, tmp_path, run_cli):
+    """What a kill -9 leaves (marker + job.json, no checkpoint): refused without a flag,
+    nothing to resume, replaced with --overwrite."""
+    from depthcli.io.atomic import mark_output
+
+    out = tmp_path / "job"
+    out.mkdir()
+    mark_output(out, "splat-train")
+    (out / "job.json").write_text("{}")
+    args = _commands(inputs, out)["splat-train"]
+    assert_refused(run_cli, args, inputs=inputs.values(), unchanged=[out], match="already exists")
+    assert_refused(run_cli, args + ["--resume"], inputs=inputs.values(), unchanged=[out], match="no checkpoint")
+    code, _, err = run_cli(*args, "--overwrite")
+    assert code == 0, err
+    assert (out / "splats.ply").is_file() and json.loads((out / ".depthcli").read_text())["what"] == "splat-train"

@@ -209,7 +209,7 @@ def read_target(ref: SampleRef) -> tuple[np.ndarray, str, np.ndarray | None]:
     from depthcli.io.depth_files import read_depth_file
 
     if ref.kind == "pseudo":
-        with np.load(ref.target) as z:
+        with np.load(ref.target, allow_pickle=False) as z:
             return z["disparity"].astype(np.float32), "disparity", z["mask"].astype(bool)
     values = read_depth_file(ref.target, ref.depth_scale).astype(np.float32)
     values[~np.isfinite(values)] = 0

@@ -85,13 +85,17 @@ def ensure_replaceable(out: Path, markers: tuple[str, ...] = ()) -> None:
 
 def _command_name(default: str) -> str:
     """The running depthcli subcommand (e.g. ``synth``) when called from the CLI, else ``default``."""
-    try:
-        import click
+    import importlib
 
-        ctx = click.get_current_context(silent=True)
-    except ImportError:  # pragma: no cover - click comes with typer
-        return default
-    return ctx.info_name if ctx is not None and ctx.info_name else default
+    # Typer runs commands under click's context (its own vendored copy in recent versions).
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):  # pragma: no cover - depends on the typer version
+            continue
+        if ctx is not None and getattr(ctx, "info_name", None):
+            return str(ctx.info_name)
+    return default
 
 
 def mark_output(folder: Path, what: str) -> None:
@@ -378,11 +382,13 @@ def job_output_dir(
 # ----------------------------------------------------------------------------- single files
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` (same folder).
 
     A reader never sees a partial ``path``: it is either the old file, absent,
-    or the complete new one (``os.replace`` is atomic on POSIX).
+    or the complete new one (``os.replace`` is atomic on POSIX). With
+    ``replace=False`` a ``path`` that exists by then (e.g. written by a
+    concurrent run) is never replaced: the write is refused instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,7 +399,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: never replaces
+            except FileExistsError:
+                raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
+                                    "pass --overwrite to replace it, or choose another path") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if path.exists() or path.is_symlink():
+                    raise DepthcliError(f"'{path}' already exists (written meanwhile by another run?); it was left as it is",
+                                        "pass --overwrite to replace it, or choose another path") from None
+                os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
     except BaseException as exc:
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
@@ -405,5 +424,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
+def atomic_write_text(path: Path, text: str, replace: bool = True) -> None:
+    if replace:
+        atomic_write(path, lambda p: p.write_text(text))
+    else:
+        atomic_write(path, lambda p: p.write_text(text), replace=False)

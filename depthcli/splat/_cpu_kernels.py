@@ -97,6 +97,19 @@ def row_range(my, a, b, c, lim, r_lo, r_hi):
     return r0, r1
 
 @njit(cache=True, inline="always")
+def col_box(mx, a, b, c, lim, c_lo, c_hi):
+    """Columns in [c_lo, c_hi) whose pixel centres may lie in the ellipse sigma <= lim."""
+    det = float(a) * float(c) - float(b) * float(b)
+    if not (det > 0.0 and a > 0):
+        return c_lo, c_hi
+    ls = float(lim) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_REL
+    ex = math.sqrt(2.0 * ls * float(c) / det) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_PX
+    c0 = max(int(math.ceil(float(mx) - ex - 0.5)), c_lo)
+    c1 = min(int(math.floor(float(mx) + ex - 0.5)) + 1, c_hi)
+    return c0, c1
+
+
+@njit(cache=True, inline="always")
 def col_range(row, mx, my, a, b, c, lim, c_lo, c_hi):
     """Columns in [c_lo, c_hi) of ``row`` whose pixel centres may lie in sigma <= lim."""
     fa = float(a)
@@ -154,8 +167,8 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
             lim = np.float32(math.log(o * np.float32(255.0))) + lim_slack
             gx, gy, a, b, c = mx[g], my[g], ca[g], cb[g], cc[g]
             r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
+            c0, c1 = col_box(gx, a, b, c, lim, c_lo, c_hi)
             for row in range(r0, r1):
-                c0, c1 = col_range(row, gx, gy, a, b, c, lim, c_lo, c_hi)
                 dy = np.float32(row) + np.float32(0.5) - gy
                 base = (row - r_lo) * tw - c_lo
                 for col in range(c0, c1):
@@ -242,8 +255,8 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                 gsum[j] = 0.0
             hit = False
             r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
+            c0, c1 = col_box(gx, a, b, c, lim, c_lo, c_hi)
             for row in range(r0, r1):
-                c0, c1 = col_range(row, gx, gy, a, b, c, lim, c_lo, c_hi)
                 dy = np.float32(row) + np.float32(0.5) - gy
                 base = (row - r_lo) * tw - c_lo
                 for col in range(c0, c1):

@@ -32,8 +32,6 @@ scalars, mode-independent: the feature count is a runtime size).
 
 from __future__ import annotations
 
-import math
-import os
 from contextlib import contextmanager
 
 import numpy as np
@@ -201,24 +199,24 @@ def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     return out, alphas, meta
 
 
-def num_threads() -> int:
-    """Threads the compiled kernels run on (numba's setting)."""
-    return int(_kernels()["numba"].get_num_threads())
-
-
 @contextmanager
-def raster_threads(n: int | None):
-    """Run the compiled rasteriser on ``n`` threads (None: all cores), restored afterwards."""
+def raster_threads(n: int | None, device="cpu"):
+    """Run the compiled rasteriser on ``n`` threads (None: all cores; capped at numba's
+    maximum), restored afterwards. A no-op (numba is not imported) for non-CPU devices."""
+    if n is not None and int(n) < 1:
+        from depthcli.errors import DepthcliError
+
+        raise DepthcliError(f"--threads must be at least 1, got {n}", hint="omit --threads to use all cores")
+    if str(device) != "cpu":
+        yield None
+        return
     import numba
 
     before = numba.get_num_threads()
-    want = numba.config.NUMBA_NUM_THREADS if not n else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    top = numba.config.NUMBA_NUM_THREADS
+    want = top if n is None else min(int(n), top)
     numba.set_num_threads(want)
     try:
         yield want
     finally:
         numba.set_num_threads(before)
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

@@ -13,6 +13,11 @@ is a fraction ``alpha`` of the true depth. ``"ED" = D / alpha`` divides that
 out. Training on ``D`` therefore pushes opacity up as a side effect; the
 :func:`coverage_loss` (mean of ``1 - alpha`` over supervised pixels) makes the
 push explicit, and is worth adding for ``"D"`` (``SplatTrainConfig.coverage_weight``).
+
+Named depth terms (``DEPTH_LOSSES``, formulas and advice in docs/depth_losses.md)
+are chosen by a spec string such as ``"l1,pearson:0.1"`` (``name[:weight]``,
+comma-separated; :func:`parse_depth_loss_spec`): ``l1``, ``log-l1``,
+``edge-log-l1``, ``pearson``, ``disparity-l1``, ``grad``, ``multiscale``.
 """
 
 from __future__ import annotations
@@ -125,33 +130,158 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, window: int = 11, sigma: float 
     return s.mean()
 
 
+def log_l1(pred_depth: torch.Tensor, target_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean ``log(1 + |pred - target|)`` over ``mask`` (DN-Splatter's log-L1).
+
+    Grows like L1 for small errors and only logarithmically for large ones, so a
+    few wrong target pixels (a noisy prior, flying pixels) pull less.
+    """
+    return _safe_mean(torch.log1p((pred_depth - target_depth).abs()), mask.to(pred_depth.dtype))
+
+
+def image_edge_weights(image: torch.Tensor) -> torch.Tensor:
+    """``exp(-g)`` per pixel of an ``[..., H, W, 3]`` image in [0, 1], ``g`` = image gradient.
+
+    ``g(r, c) = mean_channels(|I(r, c+1) - I(r, c)| + |I(r+1, c) - I(r, c)|)`` with
+    forward differences; the last column / row has no forward neighbour and takes 0
+    for that direction. Flat regions get weight 1, colour edges less.
+    """
+    img = image.to(torch.float32)
+    gx = torch.zeros_like(img)
+    gy = torch.zeros_like(img)
+    gx[..., :, :-1, :] = (img[..., :, 1:, :] - img[..., :, :-1, :]).abs()
+    gy[..., :-1, :, :] = (img[..., 1:, :, :] - img[..., :-1, :, :]).abs()
+    return torch.exp(-(gx + gy).mean(-1))
+
+
+def edge_aware_log_l1(
+    pred_depth: torch.Tensor, target_depth: torch.Tensor, mask: torch.Tensor, image: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean ``exp(-|grad I|) * log(1 + |pred - target|)`` over ``mask`` (DN-Splatter).
+
+    Down-weights the depth target at colour edges, where monocular priors blur depth
+    discontinuities. Without an image the weights are 1 (plain :func:`log_l1`).
+    """
+    err = torch.log1p((pred_depth - target_depth).abs())
+    if image is not None:
+        err = err * image_edge_weights(image).to(err.dtype)
+    return _safe_mean(err, mask.to(pred_depth.dtype))
+
+
+def pearson_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``1 - corr(pred, target)`` over ``mask`` (Pearson correlation of the valid pixels).
+
+    Invariant to any positive scale and any shift of either argument, so an
+    unaligned (affine-invariant) prior can supervise shape only. 0 when fewer than
+    2 pixels are valid. A ``[B, H, W]`` input is treated as one set of pixels.
+    """
+    m = mask.to(pred.dtype)
+    n = m.sum()
+    if float(n) < 2:
+        return (pred * m).sum() * 0.0
+    mp = (pred * m).sum() / n
+    mt = (target * m).sum() / n
+    dp = (pred - mp) * m
+    dt = (target - mt) * m
+    cov = (dp * dt).sum()
+    denom = torch.sqrt((dp * dp).sum() * (dt * dt).sum() + eps)
+    return 1.0 - cov / denom
+
+
+#: Named depth terms: name -> needs ("depth" target, "image" too).
+DEPTH_LOSSES = ("l1", "log-l1", "edge-log-l1", "pearson", "disparity-l1", "grad", "multiscale")
+#: Other accepted names: the original ``--depth-loss depth|disparity`` and spelled-out forms.
+DEPTH_LOSS_ALIASES = {"depth": "l1", "disparity": "disparity-l1", "edge-aware-log-l1": "edge-log-l1",
+                      "gradient": "grad"}
+
+
+def parse_depth_loss_spec(spec: str | list[str] | tuple[str, ...]) -> list[tuple[str, float]]:
+    """``"l1,pearson:0.1"`` (or ``["l1", "pearson:0.1"]``) -> ``[("l1", 1.0), ("pearson", 0.1)]``.
+
+    Each item is ``name`` or ``name:weight`` (weight >= 0, default 1); names are
+    those of :data:`DEPTH_LOSSES` or an alias; a name may appear once. Raises
+    ``ValueError`` with a readable message on anything else.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no depth loss given")
+    out: list[tuple[str, float]] = []
+    for part in parts:
+        name, _, w = part.partition(":")
+        name = DEPTH_LOSS_ALIASES.get(name.strip().lower(), name.strip().lower())
+        if name not in DEPTH_LOSSES:
+            raise ValueError(f"unknown depth loss '{part}' (use {', '.join(DEPTH_LOSSES)}, optionally name:weight)")
+        try:
+            weight = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"depth loss '{part}': weight '{w}' is not a number") from None
+        if not (weight >= 0 and weight < float("inf")):
+            raise ValueError(f"depth loss '{part}': weight must be a finite number >= 0")
+        if any(n == name for n, _ in out):
+            raise ValueError(f"depth loss '{name}' is given twice")
+        out.append((name, weight))
+    return out
+
+
+def named_depth_loss(name: str, pred_depth: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                     image: torch.Tensor | None = None, multiscale_levels: int = 3) -> torch.Tensor:
+    """One term of :data:`DEPTH_LOSSES` (unweighted) on z-depth ``pred_depth`` vs ``target``."""
+    if name == "l1":
+        return masked_l1(pred_depth, target, mask)
+    if name == "log-l1":
+        return log_l1(pred_depth, target, mask)
+    if name == "edge-log-l1":
+        return edge_aware_log_l1(pred_depth, target, mask, image)
+    if name == "pearson":
+        return pearson_loss(pred_depth, target, mask)
+    if name == "disparity-l1":
+        return depth_l1(pred_depth, target, mask, "disparity")
+    if name == "grad":
+        return gradient_loss(pred_depth, target, mask)
+    if name == "multiscale":
+        return multiscale_loss(pred_depth, target, mask, multiscale_levels)
+    raise ValueError(f"unknown depth loss {name!r}")
+
+
 class DepthSupervision(torch.nn.Module):
     """The depth part of the training loss as one module.
 
-    ``loss = l1(space) + w_grad * gradient + w_ms * multiscale + w_cov * coverage``;
-    ``forward`` returns ``(total, parts)`` with each term as a float for logging.
+    ``space`` is a depth-loss spec (:func:`parse_depth_loss_spec`; the historical
+    ``"depth"`` / ``"disparity"`` mean ``l1`` / ``disparity-l1``). The gradient and
+    multi-scale terms take their weights from the spec when it names them
+    (``grad:0.2``), else from ``grad_weight`` / ``multiscale_weight``:
+    ``loss = sum_k w_k term_k + w_grad * gradient + w_ms * multiscale + w_cov * coverage``;
+    ``forward`` returns ``(total, parts)`` with each weighted term as a float for logging.
     """
 
     def __init__(self, space: str = "depth", grad_weight: float = 0.5, multiscale_weight: float = 0.5,
                  multiscale_levels: int = 3, coverage_weight: float = 0.0):
         super().__init__()
         self.space = space
-        self.grad_weight = grad_weight
-        self.multiscale_weight = multiscale_weight
+        self.terms = parse_depth_loss_spec(space)
+        names = [n for n, _ in self.terms]
+        if "grad" not in names and grad_weight > 0:
+            self.terms.append(("grad", float(grad_weight)))
+        if "multiscale" not in names and multiscale_weight > 0:
+            self.terms.append(("multiscale", float(multiscale_weight)))
         self.multiscale_levels = multiscale_levels
         self.coverage_weight = coverage_weight
 
-    def forward(self, pred_depth, target_depth, mask, alpha=None):
-        parts = {"depth_l1": depth_l1(pred_depth, target_depth, mask, self.space)}
-        if self.grad_weight > 0:
-            parts["grad"] = self.grad_weight * gradient_loss(pred_depth, target_depth, mask)
-        if self.multiscale_weight > 0:
-            parts["multiscale"] = self.multiscale_weight * multiscale_loss(
-                pred_depth, target_depth, mask, self.multiscale_levels
-            )
+    @property
+    def needs_image(self) -> bool:
+        return any(n == "edge-log-l1" for n, _ in self.terms)
+
+    def forward(self, pred_depth, target_depth, mask, alpha=None, image=None):
+        parts = {}
+        for name, weight in self.terms:
+            if weight <= 0:
+                continue
+            key = "depth_l1" if name == "l1" else name
+            parts[key] = weight * named_depth_loss(name, pred_depth, target_depth, mask, image, self.multiscale_levels)
         if self.coverage_weight > 0 and alpha is not None:
             parts["coverage"] = self.coverage_weight * coverage_loss(alpha, mask)
-        total = sum(parts.values())
+        total = sum(parts.values()) if parts else pred_depth.sum() * 0.0
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 

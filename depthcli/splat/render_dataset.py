@@ -30,23 +30,27 @@ def render_dataset(
     previews: bool = False,
     overwrite: bool = False,
     cpu_threads: int | None = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Render ``splats_ply`` at every frame of ``dataset`` into the depth dataset ``out``.
 
     Writes ``out`` atomically (complete or absent). Returns a summary dict with the
     mean coverage (fraction of pixels with alpha > ``min_alpha``) and, where the
     input dataset has depth, mean AbsRel of the render against it. ``cpu_threads``:
-    torch CPU threads while rendering (None: torch's default).
+    torch CPU threads while rendering (None: torch's default); ``threads``: threads of the
+    compiled CPU rasteriser (None: all cores).
     """
+    from depthcli.splat.backend_cpu import raster_threads
     from depthcli.splat.trainer import torch_threads
     from depthcli.validate import check_choice, check_device, check_float, check_int
 
     check_choice(mode, "render mode (--mode)", ("D", "ED"))
-    check_choice(backend, "backend (--backend)", ("auto", "gsplat", "torch"))
+    check_choice(backend, "backend (--backend)", ("auto", "cpu", "gsplat", "torch"))
     check_device(device, allowed=("cpu", "cuda", "mps"), indexed=True)
     check_float(min_alpha, "--min-alpha", min=0.0, max=1.0, max_open=True)
     check_int(cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
-    with torch_threads(cpu_threads, device):
+    check_int(threads, "--threads", min=1, max=1024, optional=True)
+    with torch_threads(cpu_threads, device), raster_threads(threads, device):
         return _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, rgb, previews, overwrite)
 
 
@@ -62,8 +66,8 @@ def _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, 
 
     if mode not in ("D", "ED"):
         raise DepthcliError(f"unknown render mode '{mode}'", "use D or ED")
-    if backend not in ("auto", "gsplat", "torch"):
-        raise DepthcliError(f"unknown backend '{backend}'", "use auto, gsplat or torch")
+    if backend not in ("auto", "cpu", "gsplat", "torch"):
+        raise DepthcliError(f"unknown backend '{backend}'", "use auto, cpu, gsplat or torch")
     _check_device(device)
     arrays = read_splats_ply(Path(splats_ply))
     ds = load_dataset(Path(dataset))

@@ -36,6 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from depthcli.errors import DepthcliError
+from depthcli.splat.render import BACKENDS
 
 MODES = ("D", "ED", "RGB+D", "RGB+ED")
 #: Most optimisation steps one run accepts (a schedule, not a memory bound; days on a GPU).
@@ -50,7 +51,7 @@ class SplatTrainConfig:
     out: Path  # job folder for the PLY, metrics, curves and checkpoints
     mode: str = "ED"  # render mode trained: D, ED (depth only) or RGB+D, RGB+ED (needs images)
     steps: int = 3000  # optimisation steps (one training view per step)
-    backend: str = "auto"  # rasteriser backend: auto, gsplat (CUDA) or torch
+    backend: str = "auto"  # rasteriser backend: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat (CUDA) or torch
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible
     test_every: int = 8  # every N-th frame is held out (never trained on); 0 = no held-out views
@@ -89,6 +90,7 @@ class SplatTrainConfig:
     stop_at: Optional[int] = None  # testing hook: stop after the checkpoint of this step, as if killed
     progress: bool = True  # show a progress bar
     cpu_threads: Optional[int] = 1  # torch CPU threads while training (1 is fastest for small tensors on a busy machine); None: torch's default
+    threads: Optional[int] = None  # threads of the compiled CPU rasteriser (backend cpu); None: all cores
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,7 +104,7 @@ class SplatTrainConfig:
                                        check_positive, check_seed)
 
         check_choice(self.mode, "mode", MODES)
-        check_choice(self.backend, "backend", ("auto", "gsplat", "torch"))
+        check_choice(self.backend, "backend", BACKENDS)
         check_device(self.device, allowed=("cpu", "cuda", "mps"), indexed=True)
         check_choice(self.depth_loss, "depth loss", ("depth", "disparity"))
         check_choice(self.densify, "densify strategy", ("auto", "gsplat", "torch", "off"))
@@ -131,6 +133,7 @@ class SplatTrainConfig:
         check_int(self.max_gaussians, "max_gaussians", min=1, max=10**9)
         check_int(self.stop_at, "stop_at", min=1, optional=True)
         check_int(self.cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
+        check_int(self.threads, "--threads", min=1, max=1024, optional=True)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -370,10 +373,11 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     from contextlib import ExitStack
 
     from depthcli.errors import after_disk_full
+    from depthcli.splat.backend_cpu import raster_threads
 
     cfg.validate()
     try:
-        with torch_threads(cfg.cpu_threads, cfg.device), ExitStack() as stack:
+        with torch_threads(cfg.cpu_threads, cfg.device), raster_threads(cfg.threads, cfg.device), ExitStack() as stack:
             return _train(cfg, stack)
     except Exception as exc:
         after_disk_full(exc, cfg.out, "splat-train")

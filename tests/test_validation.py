@@ -148,10 +148,12 @@ FLAG_CASES = {
         (["--max-depth", "-5"], "--max-depth"), (["--min-depth", "5", "--max-depth", "1"], "--max-depth"),
         (["--device", "tpu"], "tpu"), (["--device", "cuda:x"], "cuda:x"), (["--test-every", "-1"], "--test-every"),
         (["--eval-every", "-1"], "--eval-every"), (["--mode", "XYZ"], "mode"), (["--densify", "maybe"], "densify"),
+        (["--threads", "0"], "--threads"), (["--backend", "opengl"], "backend"),
     ],
     "render": [
         (["--min-alpha", "nan"], "--min-alpha"), (["--min-alpha", "1.5"], "--min-alpha"),
         (["--device", "tpu"], "tpu"), (["--mode", "RGB"], "mode"), (["--backend", "opengl"], "backend"),
+        (["--threads", "-2"], "--threads"),
     ],
     "train": [
         (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"), (["--encoder-lr-factor", "nan"], "--encoder-lr-factor"),
@@ -180,6 +182,12 @@ FLAG_CASES = {
         (["--to", "nerfstudio", "--depth-scale", "nan"], "--depth-scale"), (["--to", "colmap", "--seed", "-1"], "--seed"),
         (["--to", "obj"], "export format"),
     ],
+    "align": [
+        (["--min-points", "1"], "--min-points"), (["--min-points", "-5"], "--min-points"),
+        (["--max-depth", "nan"], "--max-depth"), (["--max-depth", "-5"], "--max-depth"),
+        (["--far-factor", "0.5"], "--far-factor"), (["--far-factor", "inf"], "--far-factor"),
+        (["--space", "log"], "--space"), (["--fit", "ransac"], "--fit"),
+    ],
     "eval": [
         (["--min-depth", "nan"], "--min-depth"), (["--max-depth", "-5"], "--max-depth"),
         (["--min-depth", "5", "--max-depth", "1"], "--max-depth"), (["--gt-scale", "0"], "--gt-scale"),
@@ -203,6 +211,7 @@ def _command_args(cmd: str, inp: dict, out: Path) -> tuple[list, list]:
         "distill": ([out, "--teacher", model, "--images", images], [model, images]),
         "eval": ([ds, ds, "--report", out], [ds]),
         "export": ([ds, out], [ds]),
+        "align": ([ds, ds, out], [ds]),
     }[cmd]
 
 

@@ -371,7 +371,7 @@ def _enospc_after(n_ok: int, real):
 
 
 @pytest.mark.parametrize("cmd", ["synth", "convert", "render", "predict"])
-def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tmp_path, monkeypatch, cmd):
+def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tiny_model, tmp_path, monkeypatch, cmd):
     import depthcli.io.depth_files as depth_files
 
     out = tmp_path / "out"
@@ -392,11 +392,7 @@ def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tmp_path, monkeyp
     elif cmd == "render":
         args, keep = ["render", inputs["ply"], inputs["ds"], out], [inputs["ply"], inputs["ds"]]
     else:
-        pytest.importorskip("transformers")
-        from depthcli.estimators.models import build_model, save_model
-
-        model = tmp_path / "m"
-        save_model(build_model("tiny", 28, seed=0), model)
+        model = tiny_model
         args, keep = ["predict", model, inputs["images"], out, "--no-previews", "--device", "cpu"], [model, inputs["images"]]
     line = refused(run_cli, args, inputs=keep, absent=[out], match="disk full while writing", notes_before=True)
     assert str(out) in line and ".partial-" not in line  # names the output as the user knows it
@@ -453,16 +449,27 @@ def test_disk_full_boundary_is_one_line_for_any_command(monkeypatch, capsys):
         assert len(lines) == 1 and f"disk full while writing {where}" in lines[0], err
 
 
+@pytest.fixture(scope="module")
+def splat_job(inputs, tmp_path_factory):
+    """A finished 2-step splat-train job (its checkpoint is edited by the tests)."""
+    from depthcli.cli import main
+
+    out = tmp_path_factory.mktemp("splat") / "job"
+    assert main(["splat-train", str(inputs["ds"]), str(out), "--steps", "2", "--test-every", "0"]) == 0
+    return out
+
+
 @pytest.mark.parametrize("key,value,match", [("step", -5, "step"), ("step", 10**20, "step"),
                                              ("norm.scale", float("nan"), "scene scale"),
                                              ("norm.scale", 0.0, "scene scale")])
-def test_bad_number_in_splat_checkpoint_is_one_line(run_cli, inputs, tmp_path, key, value, match):
+def test_bad_number_in_splat_checkpoint_is_one_line(run_cli, inputs, splat_job, tmp_path, key, value, match):
     """Numbers read back from a job's own checkpoint are checked like flags."""
+    import shutil
+
     import torch
 
     out = tmp_path / "job"
-    code, _, err = run_cli("splat-train", inputs["ds"], out, "--steps", "2", "--test-every", "0")
-    assert code == 0, err
+    shutil.copytree(splat_job, out)
     (ck,) = sorted((out / "checkpoints").glob("step_*.pt"))
     blob = torch.load(ck, weights_only=True)
     if key == "step":

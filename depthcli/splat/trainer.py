@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass

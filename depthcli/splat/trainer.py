@@ -427,6 +427,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     ckpt = None
     if cfg.resume:
         from depthcli.io.atomic import check_no_overlap, check_resumable
+        from depthcli.validate import check_float, check_int, check_positive
 
         check_no_overlap([cfg.dataset], [cfg.out])
         check_resumable(Path(cfg.out), "splat-train")
@@ -441,6 +442,9 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
                     "resume with the same settings",
                 )
         norm = M.SceneNorm.from_json(ckpt["norm"])
+        check_positive(norm.scale, "--resume: the checkpoint's scene scale", hint="start again with --overwrite")
+        for c in np.ravel(norm.center):
+            check_float(float(c), "--resume: the checkpoint's scene centre", hint="start again with --overwrite")
         init_info = ckpt["init_info"]
     else:
         norm = M.scene_norm_from([views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids])
@@ -478,7 +482,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
         rng.bit_generator.state = ckpt["rng"]["numpy"]
-        start_step = int(ckpt["step"])
+        start_step = check_int(ckpt["step"], "--resume: the checkpoint's step", min=0, max=MAX_STEPS)
         history = list(ckpt["history"])
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         log(f"resuming from step {start_step} ({len(params['means'])} Gaussians)")

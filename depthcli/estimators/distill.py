@@ -53,6 +53,8 @@ class DistillConfig:
     size: int | None = None  # student training crop; None = the student's input size
     val_fraction: float = 0.05  # pseudo-labeled images held out (student val loss)
     trim: float = 0.0  # SSI: ignore this fraction of the largest residuals
+    align: str = "median"  # student SSI alignment: "median" or "lstsq" (see TrainConfig.align)
+    grad_weight: float = 2.0  # student gradient-matching weight (see TrainConfig.grad_weight)
     seed: int = 0  # student init / order / augmentation
     resume: bool = False  # continue labelling / student training in OUT
     overwrite: bool = False  # replace an existing OUT
@@ -248,6 +250,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 datasets=[], out=out / "student", pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
                 val_fraction=cfg.val_fraction, augment="strong", trim=cfg.trim, seed=cfg.seed,
+                align=cfg.align, grad_weight=cfg.grad_weight,
                 resume=cfg.resume, overwrite=cfg.overwrite or cfg.stage == "all" and not cfg.resume,
                 checkpoint_every=cfg.checkpoint_every, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
                 threads=cfg.threads, device=cfg.device, quiet=cfg.quiet,

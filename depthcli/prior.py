@@ -219,7 +219,7 @@ def _match_frames(pred_ds, target_ds) -> tuple[dict[str, Any], list[str]]:
     return matched, missing
 
 
-def _resize(pred: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_prediction(pred: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize of a prediction; pixels near invalid (0) ones stay invalid."""
     import cv2
 
@@ -287,7 +287,7 @@ def align_prior(cfg: AlignConfig) -> dict[str, Any]:
             pred = pred_ds.read_depth(p, nonfinite="invalid")
             if pred.shape != (f.height, f.width):
                 row["resized_from"] = f"{pred.shape[1]}x{pred.shape[0]}"
-                pred = _resize(pred, f.width, f.height)
+                pred = resize_prediction(pred, f.width, f.height)
             gt = target_ds.read_depth(f)
             use = (gt > 0) & (pred > 0)
             n = int(use.sum())

@@ -6,7 +6,7 @@ library are imported at module level.
 """
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -31,7 +31,14 @@ def command(
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed (fixed seed on CPU = reproducible run)."),
     test_every: int = typer.Option(8, "--test-every", help="Hold out every N-th frame for evaluation (0: none)."),
-    depth_loss: str = typer.Option("depth", "--depth-loss", help="L1 on depth (default) or on disparity."),
+    depth_loss: List[str] = typer.Option(
+        ["l1"], "--depth-loss", help="Depth term NAME[:WEIGHT], repeatable: l1, log-l1, edge-log-l1, pearson, disparity-l1, "
+        "grad, multiscale (docs/depth_losses.md); 'depth'/'disparity' = l1/disparity-l1."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Dense prior dataset (depthcli align output), matched by frame name."),
+    prior_loss: List[str] = typer.Option(["l1"], "--prior-loss", help="Terms on the prior, NAME[:WEIGHT] (pearson: unaligned prior)."),
+    prior_weight: float = typer.Option(1.0, "--prior-weight", help="Prior weight at the first step."),
+    prior_weight_final: float = typer.Option(0.01, "--prior-weight-final", help="Prior weight at the last step (exponential decay; 0: linear)."),
+    prior_init: bool = typer.Option(True, "--prior-init/--no-prior-init", help="Seed Gaussians from the aligned prior too."),
     densify: str = typer.Option("auto", "--densify", help="Densification: auto, gsplat, torch or off."),
     min_depth: Optional[float] = typer.Option(None, "--min-depth", help="Ignore target depth below this (dataset units)."),
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Ignore target depth beyond this (dataset units)."),
@@ -56,7 +63,12 @@ def command(
         device=device,
         seed=seed,
         test_every=test_every,
-        depth_loss=depth_loss,
+        depth_loss=",".join(depth_loss),
+        prior=None if prior is None else str(prior),
+        prior_loss=",".join(prior_loss),
+        prior_weight=prior_weight,
+        prior_weight_final=prior_weight_final,
+        prior_init=prior_init,
         densify=densify,
         min_depth=min_depth,
         max_depth=max_depth,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -55,7 +54,7 @@ class SplatTrainConfig:
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible
     test_every: int = 8  # every N-th frame is held out (never trained on); 0 = no held-out views
-    depth_loss: str = "depth"  # L1 on "depth" (default: matches AbsRel/RMSE) or on "disparity" (gsplat style)
+    depth_loss: str = "depth"  # named depth terms "l1,pearson:0.1" (splat/losses.py; "depth" = l1, "disparity" = disparity-l1)
     grad_weight: float = 0.5  # weight of the depth-gradient (edge) term
     multiscale_weight: float = 0.5  # weight of the multi-scale (pyramid) depth term
     multiscale_levels: int = 3  # pyramid levels (factors 2, 4, 8)
@@ -89,6 +88,11 @@ class SplatTrainConfig:
     overwrite: bool = False  # replace an existing job folder
     stop_at: Optional[int] = None  # testing hook: stop after the checkpoint of this step, as if killed
     progress: bool = True  # show a progress bar
+    prior: Optional[str] = None  # dense prior dataset (depthcli align output), matched by frame name (splat/prior_term.py)
+    prior_loss: str = "l1"  # named terms on the prior ("pearson" for an unaligned prior)
+    prior_weight: float = 1.0  # prior weight at the first step ...
+    prior_weight_final: float = 0.01  # ... decaying exponentially to this at the last step
+    prior_init: bool = True  # seed the initial Gaussians from the prior where the dataset has no depth (aligned priors)
     cpu_threads: Optional[int] = 1  # torch CPU threads while training (1 is fastest for small tensors on a busy machine); None: torch's default
     threads: Optional[int] = None  # threads of the compiled CPU rasteriser (backend cpu); None: all cores
 
@@ -106,7 +110,12 @@ class SplatTrainConfig:
         check_choice(self.mode, "mode", MODES)
         check_choice(self.backend, "backend", BACKENDS)
         check_device(self.device, allowed=("cpu", "cuda", "mps"), indexed=True)
-        check_choice(self.depth_loss, "depth loss", ("depth", "disparity"))
+        from depthcli.splat.losses import parse_depth_loss_spec
+
+        try:
+            parse_depth_loss_spec(self.depth_loss)
+        except ValueError as exc:
+            raise DepthcliError(f"--depth-loss: {exc}") from None
         check_choice(self.densify, "densify strategy", ("auto", "gsplat", "torch", "off"))
         check_int(self.steps, "--steps", min=1, max=MAX_STEPS)
         check_seed(self.seed)
@@ -411,14 +420,18 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     from depthcli.depth import valid_mask
     from depthcli.io.atomic import atomic_write, atomic_write_text
     from depthcli.splat import model as M
-    from depthcli.splat.losses import DepthSupervision, rgb_loss
+    from depthcli.splat.losses import DepthSupervision, parse_depth_loss_spec, rgb_loss
+    from depthcli.splat.prior_term import check_prior_settings, load_prior, loss_images
 
     if cfg.steps < 1:
         raise DepthcliError("--steps must be at least 1")
     _check_device(cfg.device)
     backend = _resolve_backend(cfg)
-    if cfg.depth_loss not in ("depth", "disparity"):
-        raise DepthcliError(f"unknown depth loss '{cfg.depth_loss}'", "use depth or disparity")
+    try:
+        parse_depth_loss_spec(cfg.depth_loss)
+    except ValueError as exc:
+        raise DepthcliError(f"--depth-loss: {exc}", "e.g. --depth-loss l1 --depth-loss pearson:0.1") from None
+    check_prior_settings(cfg)
     strategy, strategy_kind = _make_strategy(cfg, backend)  # validates --densify before anything is written
     ds, views, train_ids, test_ids = _load_views(cfg)
     use_rgb = cfg.mode.startswith("RGB")
@@ -426,6 +439,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
 
     # --- state: fresh or from a checkpoint (validated before anything is written)
     ckpt = None
+    prior = load_prior(cfg, ds, views, train_ids, None, None)  # validated before the checkpoint is read
     if cfg.resume:
         from depthcli.io.atomic import check_no_overlap, check_resumable
         from depthcli.validate import check_float, check_int, check_positive
@@ -446,13 +460,19 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         check_positive(norm.scale, "--resume: the checkpoint's scene scale", hint="start again with --overwrite")
         for c in np.ravel(norm.center):
             check_float(float(c), "--resume: the checkpoint's scene centre", hint="start again with --overwrite")
+        load_prior(cfg, ds, views, train_ids, ckpt["config"], ckpt.get("prior"))  # --resume: same prior
         init_info = ckpt["init_info"]
     else:
         norm = M.scene_norm_from([views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids])
+        init_depths = [views[i].depth_world for i in train_ids]
+        if prior is not None and cfg.prior_init and prior.metric:
+            init_depths = prior.init_depths(views, train_ids)
         points, colors, init_info = M.gather_init_points(
-            ds, [views[i].frame for i in train_ids], [views[i].depth_world for i in train_ids],
+            ds, [views[i].frame for i in train_ids], init_depths,
             [views[i].image for i in train_ids] if use_rgb else None, cfg.max_init_points, cfg.voxel,
         )
+    if prior is not None:
+        prior.prepare(norm.scale, cfg.device)
     out = _prepare_out(cfg, stack)
     for stale in (out / "checkpoints").glob(".step_*"):  # temp files of a write killed midway
         stale.unlink(missing_ok=True)
@@ -502,6 +522,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         targets[i] = (d, d > 0, rgb, *cam(v.frame))
     cov_w = cfg.coverage_weight
     depth_sup = DepthSupervision(cfg.depth_loss, cfg.grad_weight, cfg.multiscale_weight, cfg.multiscale_levels, cov_w)
+    edge_images = loss_images(ds, views, train_ids, dev) if depth_sup.needs_image else {}
 
     def evaluate() -> dict[str, Any]:
         per_view = []
@@ -530,6 +551,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
                 k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in strategy_state.items()},
             "rng": rng_state, "history": history, "elapsed_s": elapsed,
             "order": list(order),  # the rest of the current epoch's view order
+            "prior": None if prior is None else prior.state(),
         }
         atomic_write(out / "checkpoints" / f"step_{step:06d}.pt", lambda p: torch.save(obj, p))
         for old in _checkpoints(out)[: -max(cfg.keep_checkpoints, 1)]:
@@ -560,7 +582,9 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
             info.update(width=frame.width, height=frame.height, n_cameras=1)
             if strategy is not None:
                 strategy.step_pre_backward(params, optimizers, strategy_state, step, info)
-            loss, parts = depth_sup(depth, d_t, mask, alpha)
+            loss, parts = depth_sup(depth, d_t, mask, alpha, image=edge_images.get(i))
+            if prior is not None:
+                loss = prior.add(loss, parts, i, step, depth, alpha)
             if use_rgb:
                 l_rgb = cfg.rgb_weight * rgb_loss(rgb, rgb_t, cfg.ssim_lambda)
                 loss = loss + l_rgb
@@ -621,6 +645,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         "train_seconds": round(train_s, 2),
         "steps_per_second": round(steps_done / max(time.perf_counter() - t0, 1e-9), 2) if steps_done else None,
         "init": init_info,
+        **({"prior": prior.summary()} if prior is not None else {}),
         "scene_norm": norm.to_json(),
     }
     metrics = dict(summary)

@@ -149,6 +149,8 @@ FLAG_CASES = {
         (["--device", "tpu"], "tpu"), (["--device", "cuda:x"], "cuda:x"), (["--test-every", "-1"], "--test-every"),
         (["--eval-every", "-1"], "--eval-every"), (["--mode", "XYZ"], "mode"), (["--densify", "maybe"], "densify"),
         (["--threads", "0"], "--threads"), (["--backend", "opengl"], "backend"),
+        (["--depth-loss", "l7"], "--depth-loss"), (["--prior", "PRIOR", "--prior-weight", "nan"], "--prior-weight"),
+        (["--prior", "PRIOR", "--prior-weight-final", "-1"], "--prior-weight-final"),
     ],
     "render": [
         (["--min-alpha", "nan"], "--min-alpha"), (["--min-alpha", "1.5"], "--min-alpha"),
@@ -222,6 +224,7 @@ def _command_args(cmd: str, inp: dict, out: Path) -> tuple[list, list]:
 def test_bad_flag_is_one_line_and_leaves_nothing(run_cli, inputs, tmp_path, cmd, flags, match):
     out = tmp_path / "out"
     before, keep = _command_args(cmd, inputs, out)
+    flags = [inputs["ds"] if f == "PRIOR" else f for f in flags]
     refused(run_cli, [cmd, *before, *flags], inputs=keep, absent=[out], match=match)
 
 

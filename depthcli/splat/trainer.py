@@ -143,6 +143,10 @@ class SplatTrainConfig:
         check_int(self.stop_at, "stop_at", min=1, optional=True)
         check_int(self.cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
         check_int(self.threads, "--threads", min=1, max=1024, optional=True)
+        if self.prior is not None:
+            from depthcli.splat.prior_term import check_prior_settings
+
+            check_prior_settings(self)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -67,6 +67,17 @@ class AlignConfig:
     overwrite: bool = False
     seed: int = 0  # sampling of the robust start (deterministic)
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings (one line each) before anything is read or written."""
+        from depthcli.validate import check_choice, check_float, check_int, check_positive, check_seed
+
+        check_choice(self.space, "--space", SPACES)
+        check_choice(self.fit, "--fit", FITS)
+        check_int(self.min_points, "--min-points", min=2, hint="a scale and a shift need two points")
+        check_positive(self.max_depth, "--max-depth", optional=True)
+        check_float(self.far_factor, "--far-factor", min=1.0)
+        check_seed(self.seed, "seed")
+
 
 @dataclass
 class Fit:
@@ -232,16 +243,7 @@ def align_prior(cfg: AlignConfig) -> dict[str, Any]:
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
     from depthcli.io.dataset import DatasetWriter, load_dataset
 
-    if cfg.space not in SPACES:
-        raise DepthcliError(f"unknown --space '{cfg.space}'", f"use one of {', '.join(SPACES)}")
-    if cfg.fit not in FITS:
-        raise DepthcliError(f"unknown --fit '{cfg.fit}'", f"use one of {', '.join(FITS)}")
-    if cfg.min_points < 2:
-        raise DepthcliError("--min-points must be at least 2 (a scale and a shift need two points)")
-    if cfg.max_depth is not None and not (cfg.max_depth > 0 and math.isfinite(cfg.max_depth)):
-        raise DepthcliError("--max-depth must be a positive number")
-    if not (cfg.far_factor >= 1 and math.isfinite(cfg.far_factor)):
-        raise DepthcliError("--far-factor must be a number >= 1")
+    cfg.validate()
     check_output_dir(Path(cfg.out), cfg.overwrite)
     pred_ds = load_dataset(Path(cfg.pred))
     target_ds = load_dataset(Path(cfg.target))

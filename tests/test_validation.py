@@ -148,10 +148,14 @@ FLAG_CASES = {
         (["--max-depth", "-5"], "--max-depth"), (["--min-depth", "5", "--max-depth", "1"], "--max-depth"),
         (["--device", "tpu"], "tpu"), (["--device", "cuda:x"], "cuda:x"), (["--test-every", "-1"], "--test-every"),
         (["--eval-every", "-1"], "--eval-every"), (["--mode", "XYZ"], "mode"), (["--densify", "maybe"], "densify"),
+        (["--threads", "0"], "--threads"), (["--backend", "opengl"], "backend"),
+        (["--depth-loss", "l7"], "--depth-loss"), (["--prior", "PRIOR", "--prior-weight", "nan"], "--prior-weight"),
+        (["--prior", "PRIOR", "--prior-weight-final", "-1"], "--prior-weight-final"),
     ],
     "render": [
         (["--min-alpha", "nan"], "--min-alpha"), (["--min-alpha", "1.5"], "--min-alpha"),
         (["--device", "tpu"], "tpu"), (["--mode", "RGB"], "mode"), (["--backend", "opengl"], "backend"),
+        (["--threads", "-2"], "--threads"),
     ],
     "train": [
         (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"), (["--encoder-lr-factor", "nan"], "--encoder-lr-factor"),
@@ -180,6 +184,12 @@ FLAG_CASES = {
         (["--to", "nerfstudio", "--depth-scale", "nan"], "--depth-scale"), (["--to", "colmap", "--seed", "-1"], "--seed"),
         (["--to", "obj"], "export format"),
     ],
+    "align": [
+        (["--min-points", "1"], "--min-points"), (["--min-points", "-5"], "--min-points"),
+        (["--max-depth", "nan"], "--max-depth"), (["--max-depth", "-5"], "--max-depth"),
+        (["--far-factor", "0.5"], "--far-factor"), (["--far-factor", "inf"], "--far-factor"),
+        (["--space", "log"], "--space"), (["--fit", "ransac"], "--fit"),
+    ],
     "eval": [
         (["--min-depth", "nan"], "--min-depth"), (["--max-depth", "-5"], "--max-depth"),
         (["--min-depth", "5", "--max-depth", "1"], "--max-depth"), (["--gt-scale", "0"], "--gt-scale"),
@@ -203,6 +213,7 @@ def _command_args(cmd: str, inp: dict, out: Path) -> tuple[list, list]:
         "distill": ([out, "--teacher", model, "--images", images], [model, images]),
         "eval": ([ds, ds, "--report", out], [ds]),
         "export": ([ds, out], [ds]),
+        "align": ([ds, ds, out], [ds]),
     }[cmd]
 
 
@@ -213,6 +224,7 @@ def _command_args(cmd: str, inp: dict, out: Path) -> tuple[list, list]:
 def test_bad_flag_is_one_line_and_leaves_nothing(run_cli, inputs, tmp_path, cmd, flags, match):
     out = tmp_path / "out"
     before, keep = _command_args(cmd, inputs, out)
+    flags = [inputs["ds"] if f == "PRIOR" else f for f in flags]
     refused(run_cli, [cmd, *before, *flags], inputs=keep, absent=[out], match=match)
 
 
@@ -362,7 +374,7 @@ def _enospc_after(n_ok: int, real):
 
 
 @pytest.mark.parametrize("cmd", ["synth", "convert", "render", "predict"])
-def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tmp_path, monkeypatch, cmd):
+def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tiny_model, tmp_path, monkeypatch, cmd):
     import depthcli.io.depth_files as depth_files
 
     out = tmp_path / "out"
@@ -383,11 +395,7 @@ def test_disk_full_says_so_and_leaves_nothing(run_cli, inputs, tmp_path, monkeyp
     elif cmd == "render":
         args, keep = ["render", inputs["ply"], inputs["ds"], out], [inputs["ply"], inputs["ds"]]
     else:
-        pytest.importorskip("transformers")
-        from depthcli.estimators.models import build_model, save_model
-
-        model = tmp_path / "m"
-        save_model(build_model("tiny", 28, seed=0), model)
+        model = tiny_model
         args, keep = ["predict", model, inputs["images"], out, "--no-previews", "--device", "cpu"], [model, inputs["images"]]
     line = refused(run_cli, args, inputs=keep, absent=[out], match="disk full while writing", notes_before=True)
     assert str(out) in line and ".partial-" not in line  # names the output as the user knows it
@@ -442,3 +450,45 @@ def test_disk_full_boundary_is_one_line_for_any_command(monkeypatch, capsys):
         err = capsys.readouterr().err
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and f"disk full while writing {where}" in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def splat_job(inputs, tmp_path_factory):
+    """A finished 2-step splat-train job (its checkpoint is edited by the tests)."""
+    from depthcli.cli import main
+
+    out = tmp_path_factory.mktemp("splat") / "job"
+    assert main(["splat-train", str(inputs["ds"]), str(out), "--steps", "2", "--test-every", "0"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("key,value,match", [("step", -5, "step"), ("step", 10**20, "step"),
+                                             ("norm.scale", float("nan"), "scene scale"),
+                                             ("norm.scale", 0.0, "scene scale")])
+def test_bad_number_in_splat_checkpoint_is_one_line(run_cli, inputs, splat_job, tmp_path, key, value, match):
+    """Numbers read back from a job's own checkpoint are checked like flags."""
+    import shutil
+
+    import torch
+
+    out = tmp_path / "job"
+    shutil.copytree(splat_job, out)
+    (ck,) = sorted((out / "checkpoints").glob("step_*.pt"))
+    blob = torch.load(ck, weights_only=True)
+    if key == "step":
+        blob["step"] = value
+    else:
+        blob["norm"]["scale"] = value
+    torch.save(blob, ck)
+    refused(run_cli, ["splat-train", inputs["ds"], out, "--steps", "3", "--test-every", "0", "--resume"],
+            inputs=[inputs["ds"], out], match=match)
+
+
+@pytest.mark.parametrize("cmd", ["predict", "train", "splat-train"])
+def test_cuda_without_a_gpu_is_one_line(run_cli, inputs, tmp_path, cmd):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    before, keep = _command_args(cmd, inputs, out)
+    refused(run_cli, [cmd, *before, "--device", "cuda"], inputs=keep, absent=[out], match="cuda")

@@ -53,6 +53,8 @@ class DistillConfig:
     size: int | None = None  # student training crop; None = the student's input size
     val_fraction: float = 0.05  # pseudo-labeled images held out (student val loss)
     trim: float = 0.0  # SSI: ignore this fraction of the largest residuals
+    align: str = "median"  # student SSI alignment: "median" or "lstsq" (see TrainConfig.align)
+    grad_weight: float = 2.0  # student gradient-matching weight (see TrainConfig.grad_weight)
     seed: int = 0  # student init / order / augmentation
     resume: bool = False  # continue labelling / student training in OUT
     overwrite: bool = False  # replace an existing OUT
@@ -252,6 +254,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                     datasets=[], out=student_dir, pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
                     epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
                     val_fraction=cfg.val_fraction, augment="strong", trim=cfg.trim, seed=cfg.seed,
+                    align=cfg.align, grad_weight=cfg.grad_weight,
                     resume=resume_student,
                     overwrite=not resume_student and (cfg.overwrite or cfg.resume or cfg.stage == "all"),
                     checkpoint_every=cfg.checkpoint_every, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,

@@ -60,9 +60,11 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     from depthcli.estimators.data import list_images, try_read_image
     from depthcli.estimators.models import PATCH, load_model, model_input_size, predict_disparity
     from depthcli.io.atomic import atomic_output_dir, check_output_dir
+    from depthcli.estimators.training import Dist, resolve_device
     from depthcli.io.dataset import DatasetWriter
 
     cfg.validate()
+    device = resolve_device(cfg.device, Dist())  # --device cuda without a GPU: one clear line
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     check_output_dir(Path(cfg.out), cfg.overwrite, inputs=[cfg.model, cfg.images])
@@ -70,7 +72,6 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     if not files:
         raise DepthcliError(f"no images in '{cfg.images}'", "pass a folder of .jpg/.png images")
     model = load_model(Path(cfg.model))
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     model.to(device)
     size = int(cfg.size or model_input_size(model))
     if size % PATCH:

@@ -222,6 +222,17 @@ def _load_trainer_state(ck: Path) -> dict[str, Any]:
                             "start again with --overwrite") from None
 
 
+def _check_state_numbers(state: Any, ck: Path) -> None:
+    """The counters of a checkpoint's trainer state: non-negative integers."""
+    from depthcli.validate import check_int
+
+    if not isinstance(state, dict):
+        raise DepthcliError(f"--resume: '{ck / 'trainer_state.pt'}' has no trainer state", "start again with --overwrite")
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        check_int(state.get(key), f"--resume: '{ck.name}' {key}", min=0, hint="start again with --overwrite")
+    check_int(state.get("world", 1), f"--resume: '{ck.name}' world", min=1, max=65536, hint="start again with --overwrite")
+
+
 def _save_checkpoint(out: Path, model, optimizer, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``checkpoints/step_N`` atomically, then point ``latest.json`` at it."""
     import torch
@@ -477,6 +488,7 @@ def _train_estimator(cfg: TrainConfig, stack) -> dict[str, Any]:
             blob = _load_trainer_state(resume_from)
             optimizer.load_state_dict(blob["optimizer"])
             state = blob["state"]
+            _check_state_numbers(state, resume_from)
             if state.get("world", 1) != dist.world:
                 raise DepthcliError(
                     f"this run was started with {state.get('world', 1)} processes, now {dist.world}",

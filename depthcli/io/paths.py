@@ -45,8 +45,3 @@ def resolve_inside(root: Path | str, relpath: Any, what: str) -> Path:
         )
     return full
 
-
-def same_or_nested(a: Path | str, b: Path | str) -> bool:
-    """True when ``a`` and ``b`` (resolved) are the same path or one contains the other."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents

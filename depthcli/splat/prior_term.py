@@ -62,17 +62,6 @@ def check_prior_settings(cfg) -> list[tuple[str, float]]:
     return terms
 
 
-def check_loss_settings(cfg) -> None:
-    """Validate ``--depth-loss`` and the prior flags of a :class:`SplatTrainConfig` (one line each)."""
-    from depthcli.splat.losses import parse_depth_loss_spec
-
-    try:
-        parse_depth_loss_spec(cfg.depth_loss)
-    except ValueError as exc:
-        raise DepthcliError(f"--depth-loss: {exc}", "e.g. --depth-loss l1 --depth-loss pearson:0.1") from None
-    check_prior_settings(cfg)
-
-
 class PriorTerm:
     """Prior maps of the training views (training units) and the weighted loss on them."""
 

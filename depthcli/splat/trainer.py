@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -105,14 +104,18 @@ class SplatTrainConfig:
 
     def validate(self) -> None:
         """Refuse out-of-range settings (one line each) before anything is read or written."""
-        from depthcli.splat.prior_term import check_loss_settings
         from depthcli.validate import (check_choice, check_depth_range, check_device, check_float, check_int,
                                        check_positive, check_seed)
 
         check_choice(self.mode, "mode", MODES)
         check_choice(self.backend, "backend", BACKENDS)
         check_device(self.device, allowed=("cpu", "cuda", "mps"), indexed=True)
-        check_loss_settings(self)  # --depth-loss spec and the prior flags (splat/prior_term.py)
+        from depthcli.splat.losses import parse_depth_loss_spec
+
+        try:
+            parse_depth_loss_spec(self.depth_loss)
+        except ValueError as exc:
+            raise DepthcliError(f"--depth-loss: {exc}") from None
         check_choice(self.densify, "densify strategy", ("auto", "gsplat", "torch", "off"))
         check_int(self.steps, "--steps", min=1, max=MAX_STEPS)
         check_seed(self.seed)
@@ -140,6 +143,10 @@ class SplatTrainConfig:
         check_int(self.stop_at, "stop_at", min=1, optional=True)
         check_int(self.cpu_threads, "cpu_threads", min=1, max=1024, optional=True)
         check_int(self.threads, "--threads", min=1, max=1024, optional=True)
+        if self.prior is not None:
+            from depthcli.splat.prior_term import check_prior_settings
+
+            check_prior_settings(self)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -417,13 +424,18 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     from depthcli.depth import valid_mask
     from depthcli.io.atomic import atomic_write, atomic_write_text
     from depthcli.splat import model as M
-    from depthcli.splat.losses import DepthSupervision, rgb_loss
-    from depthcli.splat.prior_term import load_prior, loss_images
+    from depthcli.splat.losses import DepthSupervision, parse_depth_loss_spec, rgb_loss
+    from depthcli.splat.prior_term import check_prior_settings, load_prior, loss_images
 
     if cfg.steps < 1:
         raise DepthcliError("--steps must be at least 1")
     _check_device(cfg.device)
     backend = _resolve_backend(cfg)
+    try:
+        parse_depth_loss_spec(cfg.depth_loss)
+    except ValueError as exc:
+        raise DepthcliError(f"--depth-loss: {exc}", "e.g. --depth-loss l1 --depth-loss pearson:0.1") from None
+    check_prior_settings(cfg)
     strategy, strategy_kind = _make_strategy(cfg, backend)  # validates --densify before anything is written
     ds, views, train_ids, test_ids = _load_views(cfg)
     use_rgb = cfg.mode.startswith("RGB")
@@ -434,6 +446,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     prior = load_prior(cfg, ds, views, train_ids, None, None)  # validated before the checkpoint is read
     if cfg.resume:
         from depthcli.io.atomic import check_no_overlap, check_resumable
+        from depthcli.validate import check_float, check_int, check_positive
 
         check_no_overlap([cfg.dataset], [cfg.out])
         check_resumable(Path(cfg.out), "splat-train")
@@ -448,6 +461,9 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
                     "resume with the same settings",
                 )
         norm = M.SceneNorm.from_json(ckpt["norm"])
+        check_positive(norm.scale, "--resume: the checkpoint's scene scale", hint="start again with --overwrite")
+        for c in np.ravel(norm.center):
+            check_float(float(c), "--resume: the checkpoint's scene centre", hint="start again with --overwrite")
         load_prior(cfg, ds, views, train_ids, ckpt["config"], ckpt.get("prior"))  # --resume: same prior
         init_info = ckpt["init_info"]
     else:
@@ -491,7 +507,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
         rng.bit_generator.state = ckpt["rng"]["numpy"]
-        start_step = int(ckpt["step"])
+        start_step = check_int(ckpt["step"], "--resume: the checkpoint's step", min=0, max=MAX_STEPS)
         history = list(ckpt["history"])
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         log(f"resuming from step {start_step} ({len(params['means'])} Gaussians)")

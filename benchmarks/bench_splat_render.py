@@ -3,6 +3,7 @@
     python benchmarks/bench_splat_render.py              # full table + splat-train step split (~10 min on 2 cores)
     python benchmarks/bench_splat_render.py --quick      # 20k Gaussians at 128x96 only
     python benchmarks/bench_splat_render.py --no-train-step
+    python benchmarks/bench_splat_render.py --size 640x480  # one size (+ the train step split)
 
 Scene: N random Gaussians, centres uniform in the camera frustum at z uniform in 1-5 m,
 scales log-uniform in 0.005-0.05 m per axis, random rotations, opacities uniform in
@@ -289,6 +290,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only 20k Gaussians at 128x96, no train step")
     ap.add_argument("--no-train-step", action="store_true", help="skip the splat-train step split")
+    ap.add_argument("--size", action="append", metavar="WxH",
+                    help="only the configurations of this image size (repeatable), e.g. --size 640x480")
     ap.add_argument("--train-steps", type=int, default=400, help="steps of the splat-train split (default 400)")
     ap.add_argument("--one", nargs=4, metavar=("N", "W", "H", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--train-one", metavar="DATASET", help=argparse.SUPPRESS)
@@ -302,6 +305,8 @@ def main():
         run_train_step(a.train_one, a.steps)
         return
     configs = CONFIGS[:1] if a.quick else CONFIGS
+    if a.size:
+        configs = [c for c in configs if f"{c[1]}x{c[2]}" in a.size]
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # OpenMP threads that spin stall a shared machine
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

@@ -4,6 +4,7 @@
     python benchmarks/bench_splat_render.py --quick      # 20k Gaussians at 128x96 only
     python benchmarks/bench_splat_render.py --no-train-step
     python benchmarks/bench_splat_render.py --size 640x480  # one size (+ the train step split)
+    python benchmarks/bench_splat_render.py --size none     # only the train step split
 
 Scene: N random Gaussians, centres uniform in the camera frustum at z uniform in 1-5 m,
 scales log-uniform in 0.005-0.05 m per axis, random rotations, opacities uniform in
@@ -255,11 +256,10 @@ def run_train_step(dataset, steps):
     print(json.dumps(res))
 
 
-def _train_step_split(env, steps):
+def _train_step_split(env, steps, data):
     import tempfile
 
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "rgbd",
-                       "7scenes_redkitchen")
+    src = os.path.join(data, "rgbd", "7scenes_redkitchen")
     if not os.path.isdir(src):
         print(f"splat-train step split: skipped ({os.path.normpath(src)} is absent)")
         return None
@@ -293,6 +293,9 @@ def main():
     ap.add_argument("--size", action="append", metavar="WxH",
                     help="only the configurations of this image size (repeatable), e.g. --size 640x480")
     ap.add_argument("--train-steps", type=int, default=400, help="steps of the splat-train split (default 400)")
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                                                   "data"),
+                    help="the shared real-data folder (default: ../shared/data next to the repository)")
     ap.add_argument("--one", nargs=4, metavar=("N", "W", "H", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--train-one", metavar="DATASET", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=400, help=argparse.SUPPRESS)
@@ -366,7 +369,7 @@ def main():
                   f"(cpu peak MiB {r1['cpu']['peak_mib']:.0f} / {ra['cpu']['peak_mib']:.0f})")
     train = None
     if not (a.quick or a.no_train_step):
-        train = _train_step_split(env, a.train_steps)
+        train = _train_step_split(env, a.train_steps, a.data)
     if a.json:
         for r in rows:
             print(json.dumps(r))

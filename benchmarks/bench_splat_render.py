@@ -3,6 +3,8 @@
     python benchmarks/bench_splat_render.py              # full table + splat-train step split (~10 min on 2 cores)
     python benchmarks/bench_splat_render.py --quick      # 20k Gaussians at 128x96 only
     python benchmarks/bench_splat_render.py --no-train-step
+    python benchmarks/bench_splat_render.py --size 640x480  # one size (+ the train step split)
+    python benchmarks/bench_splat_render.py --size none     # only the train step split
 
 Scene: N random Gaussians, centres uniform in the camera frustum at z uniform in 1-5 m,
 scales log-uniform in 0.005-0.05 m per axis, random rotations, opacities uniform in
@@ -20,8 +22,10 @@ run at 1280x720/500k (minutes per step). The dense baseline (every Gaussian agai
 pixel, autograd, float32) runs only where N * H * W <= 2.5e8.
 
 The splat-train step split trains the real trainer (depthcli.splat.trainer.train_splats)
-on 7-Scenes redkitchen converted at --downscale 2 (320x240), mode ED, with timers wrapped
-around its render, loss, backward, optimiser and densification calls. Needs
+on 7-Scenes redkitchen converted at --downscale 2 (320x240), mode ED, densification from
+step 100 every 100 steps, with timers wrapped around its render, loss, backward,
+optimiser and densification calls; "backward" is the whole loss.backward() (rasteriser
+and projection backward). Peak RSS is the whole process's (Python, torch and all). Needs
 ../shared/data/rgbd/7scenes_redkitchen (skipped when absent).
 """
 
@@ -234,8 +238,11 @@ def run_train_step(dataset, steps):
 
     D.TorchDensifyStrategy.step_post_backward = timed("densify", counted_post)
     with tempfile.TemporaryDirectory() as tmp:
+        # densification from step 100 every 100 steps (the default starts at 300), so that the
+        # split includes refinement rounds
         cfg = T.SplatTrainConfig(dataset=dataset, out=os.path.join(tmp, "job"), mode="ED", steps=steps,
-                                 test_every=0, eval_every=0, checkpoint_every=10**9, progress=False)
+                                 test_every=0, eval_every=0, checkpoint_every=10**9, progress=False,
+                                 refine_start=100, refine_every=100)
         c0, w0 = time.process_time(), time.perf_counter()
         summary = T.train_splats(cfg)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -249,11 +256,10 @@ def run_train_step(dataset, steps):
     print(json.dumps(res))
 
 
-def _train_step_split(env, steps):
+def _train_step_split(env, steps, data):
     import tempfile
 
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "rgbd",
-                       "7scenes_redkitchen")
+    src = os.path.join(data, "rgbd", "7scenes_redkitchen")
     if not os.path.isdir(src):
         print(f"splat-train step split: skipped ({os.path.normpath(src)} is absent)")
         return None
@@ -284,7 +290,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only 20k Gaussians at 128x96, no train step")
     ap.add_argument("--no-train-step", action="store_true", help="skip the splat-train step split")
+    ap.add_argument("--size", action="append", metavar="WxH",
+                    help="only the configurations of this image size (repeatable), e.g. --size 640x480")
     ap.add_argument("--train-steps", type=int, default=400, help="steps of the splat-train split (default 400)")
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                                                   "data"),
+                    help="the shared real-data folder (default: ../shared/data next to the repository)")
     ap.add_argument("--one", nargs=4, metavar=("N", "W", "H", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--train-one", metavar="DATASET", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=400, help=argparse.SUPPRESS)
@@ -297,6 +308,8 @@ def main():
         run_train_step(a.train_one, a.steps)
         return
     configs = CONFIGS[:1] if a.quick else CONFIGS
+    if a.size:
+        configs = [c for c in configs if f"{c[1]}x{c[2]}" in a.size]
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # OpenMP threads that spin stall a shared machine
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -356,7 +369,7 @@ def main():
                   f"(cpu peak MiB {r1['cpu']['peak_mib']:.0f} / {ra['cpu']['peak_mib']:.0f})")
     train = None
     if not (a.quick or a.no_train_step):
-        train = _train_step_split(env, a.train_steps)
+        train = _train_step_split(env, a.train_steps, a.data)
     if a.json:
         for r in rows:
             print(json.dumps(r))

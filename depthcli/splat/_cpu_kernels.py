@@ -109,24 +109,6 @@ def col_box(mx, a, b, c, lim, c_lo, c_hi):
     return c0, c1
 
 
-@njit(cache=True, inline="always")
-def col_range(row, mx, my, a, b, c, lim, c_lo, c_hi):
-    """Columns in [c_lo, c_hi) of ``row`` whose pixel centres may lie in sigma <= lim."""
-    fa = float(a)
-    if not (fa > 0.0 and float(a) * float(c) - float(b) * float(b) > 0.0):
-        return c_lo, c_hi
-    ls = float(lim) * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_REL
-    dy = row + 0.5 - float(my)
-    disc = (float(b) * float(b) - fa * float(c)) * dy * dy + 2.0 * fa * ls
-    if disc < 0.0:
-        return c_lo, c_lo
-    half = math.sqrt(disc) / fa
-    half = half * (1.0 + SPAN_SLACK_REL) + SPAN_SLACK_PX
-    centre = float(mx) - float(b) * dy / fa
-    c0 = max(int(math.ceil(centre - half - 0.5)), c_lo)
-    c1 = min(int(math.floor(centre + half - 0.5)) + 1, c_hi)
-    return c0, c1
-
 @njit(parallel=True, cache=True, fastmath=False)
 def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
             out, acc, t_final, last, n_pairs):
@@ -135,7 +117,7 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
     pixel's last composited Gaussian, -1 if none), ``n_pairs`` [tiles] (pairs composited).
 
     Within a tile the Gaussians are taken front to back and each one visits only the
-    tile pixels of its (enlarged) alpha >= 1/255 ellipse, row span by row span; every
+    tile pixels of the bounding box of its (enlarged) alpha >= 1/255 ellipse; every
     visited pixel applies the exact rules. Per pixel this is the same front-to-back
     sequence as walking the whole list."""
     n_tiles = offsets.shape[0] - 1

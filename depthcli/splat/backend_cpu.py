@@ -40,6 +40,7 @@ import torch
 from depthcli.splat.backend_torch import project_gaussians
 
 TILE = 16  # must match depthcli.splat._cpu_kernels.TILE
+TILES_PER_CHUNK = 2  # tiles handed to a thread at a time
 
 _KERNELS = None
 
@@ -59,6 +60,18 @@ def _build_kernels():
 
     return dict(tile_boxes=kc.tile_boxes, bin_tiles=kc.bin_tiles, forward=kc.forward, backward=kc.backward,
                 reduce_slots=kc.reduce_slots, numba=numba)
+
+
+@contextmanager
+def _dynamic_schedule(numba, chunk: int = TILES_PER_CHUNK):
+    """Hand tiles out to threads in small chunks as they free up (numba's default splits
+    the tile range into one static block per thread): tiles differ a lot in work, and on
+    a shared machine a thread may be descheduled for a while."""
+    before = numba.set_parallel_chunksize(chunk)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(before)
 
 
 def _np32(t: torch.Tensor) -> np.ndarray:
@@ -112,8 +125,9 @@ class _Rasterize(torch.autograd.Function):
         t_final = np.empty(n_pix, dtype=np.float32)
         last = np.empty(n_pix, dtype=np.int64)
         n_pairs = np.zeros(offsets.shape[0] - 1, dtype=np.int64)
-        k["forward"](offsets, ids, *arrays, _i64(width), _i64(height), _i64(n_tx), _i64(n_tpc),
-                     out, acc, t_final, last, n_pairs)
+        with _dynamic_schedule(k["numba"]):
+            k["forward"](offsets, ids, *arrays, _i64(width), _i64(height), _i64(n_tx), _i64(n_tpc),
+                         out, acc, t_final, last, n_pairs)
         ctx.state = (binning, arrays, t_final, last, width, height, G, means2d.dtype)
         info["n_pairs"] = int(n_pairs.sum())
         dtype = feats.dtype
@@ -129,8 +143,9 @@ class _Rasterize(torch.autograd.Function):
         go = _np32(g_out) if g_out is not None else np.zeros((n_pix, F), dtype=np.float32)
         ga = _np32(g_acc) if g_acc is not None else np.zeros(n_pix, dtype=np.float32)
         slots = np.zeros((ids.shape[0], 6 + F), dtype=np.float32)
-        k["backward"](offsets, ids, *arrays, _i64(width), _i64(height), _i64(n_tx), _i64(n_tpc),
-                      t_final, last, go.reshape(n_pix, F), ga, slots)
+        with _dynamic_schedule(k["numba"]):
+            k["backward"](offsets, ids, *arrays, _i64(width), _i64(height), _i64(n_tx), _i64(n_tpc),
+                          t_final, last, go.reshape(n_pix, F), ga, slots)
         grads = torch.from_numpy(k["reduce_slots"](ids, slots, _i64(G)))
         del slots
         fd = ctx.needs_input_grad

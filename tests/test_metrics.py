@@ -107,6 +107,30 @@ def test_silog_of_float32_rescale_matches_float64_reference():
     assert m["silog_dav2"] == pytest.approx(math.sqrt(np.mean(e**2) - 0.5 * e.mean() ** 2), rel=1e-9)
 
 
+def test_silog_of_exact_float32_rescale_through_eval_files(tmp_path):
+    # The case end to end: GT and a prediction that is exactly 1.1 x GT, both stored as
+    # float32 .npy and scored by the eval pipeline. GT = 10 k / 16 and pred = 11 k / 16 (exact in
+    # float32), so pred / GT is the same double at every pixel and SILog must vanish.
+    from depthcli.evaluation import EvalConfig, evaluate
+
+    rng = np.random.default_rng(2)
+    for sub in ("gt", "pred"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        k = rng.integers(1, 129, (120, 160)).astype(np.float32)
+        np.save(tmp_path / "gt" / f"f{i}.npy", 10 * k / 16)  # 0.625 .. 80 m; / 16 is exact
+        np.save(tmp_path / "pred" / f"f{i}.npy", 11 * k / 16)
+    gt = np.load(tmp_path / "gt" / "f0.npy")
+    pred = np.load(tmp_path / "pred" / "f0.npy")
+    assert np.all(pred.astype(np.float64) / gt == np.float64(pred[0, 0]) / gt[0, 0])  # an exact rescale
+    res = evaluate(EvalConfig(preds=[tmp_path / "pred"], gt=tmp_path / "gt", align="none", max_depth=100.0))
+    (row,) = res.rows
+    assert row["images"] == 3
+    for metrics in (row["metrics"], row["metrics_pooled"]):
+        assert 0 <= metrics["silog"] < 1e-6, metrics
+        assert metrics["rmse_log"] == pytest.approx(math.log(1.1), rel=1e-6)
+
+
 def test_pooled_silog_of_rescaled_images_is_stable():
     # Two images, each an exact rescale by its own factor: each SILog is 0; pooled,
     # e takes ln 1.1 on n1 pixels and ln 2 on n2, so var = p (1 - p) (ln 2 - ln 1.1)^2.

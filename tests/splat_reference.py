@@ -31,15 +31,16 @@ def _rotation(q):
 
 def reference_project(mean, quat, scale, viewmat, K, width, height, near_plane=0.01, far_plane=1e10,
                       eps2d=0.3, radius_clip=0.0):
-    """One Gaussian in one camera. Returns dict(mean2d [2], depth, conic [2, 2] (inverse
-    2D covariance), radius (float, 0 = culled))."""
+    """One Gaussian in one camera. Returns dict(mean2d [2], depth (camera z), dist (distance
+    from the camera centre to the mean), conic [2, 2] (inverse 2D covariance), radius
+    (float, 0 = culled))."""
     Rq = _rotation(quat)
     Sigma = Rq @ torch.diag(scale * scale) @ Rq.T
     Rcw, tcw = viewmat[:3, :3], viewmat[:3, 3]
     p = Rcw @ mean + tcw
     Sc = Rcw @ Sigma @ Rcw.T
     z = p[2]
-    out = {"depth": z, "radius": 0.0}
+    out = {"depth": z, "dist": torch.sqrt((p * p).sum()), "radius": 0.0}
     if not (_f(z) >= near_plane and _f(z) <= far_plane):
         out["mean2d"] = torch.zeros(2, dtype=mean.dtype)
         return out
@@ -77,10 +78,17 @@ def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, widt
                      near_plane=0.01, far_plane=1e10, eps2d=0.3, backgrounds=None, radius_clip=0.0,
                      stats=None):
     """Dense reference of ``render()``: returns (render_colors [C,H,W,X], alphas [C,H,W,1],
-    radii [C,N] as a list of lists). Everything in float64. When ``stats`` is a dict it
+    radii [C,N] as a list of lists). Everything in float64. Depth channel: camera z of the
+    centres for D / ED / RGB+D / RGB+ED, distance from the camera centre to the centres
+    for the hit-distance modes d / Ed / RGB-d / RGB-Ed; ED, Ed, RGB+ED, RGB-Ed divide it
+    by the accumulated alpha. When ``stats`` is a dict it
     receives ``n_stopped`` (pixels where the T <= 1e-4 termination fired) and ``n_pairs``
     (pairs composited)."""
     f64 = torch.float64
+    has_rgb = mode.startswith("RGB")
+    depth_key = "dist" if mode in ("d", "Ed", "RGB-d", "RGB-Ed") else "depth"
+    has_depth = mode != "RGB"
+    expected = mode in ("ED", "Ed", "RGB+ED", "RGB-Ed")
     C, N = viewmats.shape[0], means.shape[0]
     rows = torch.arange(height, dtype=f64)[:, None].expand(height, width) + 0.5
     cols = torch.arange(width, dtype=f64)[None, :].expand(height, width) + 0.5
@@ -111,22 +119,22 @@ def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, widt
             stopped = stopped | stop_here
             use = use & ~stop_here
             w = torch.where(use, alpha * T, torch.zeros_like(alpha))
-            if colors is not None and "RGB" in mode:
+            if colors is not None and has_rgb:
                 c = colors[ci, i] if colors.dim() == 3 else colors[i]
                 rgb = rgb + w[..., None] * c.to(f64)
-            dep = dep + w * p["depth"]
+            dep = dep + w * p[depth_key]
             wsum = wsum + w
             T = torch.where(use, T_next, T)
             n_pairs += int(use.sum())
         n_stopped += int(stopped.sum())
         chans = []
-        if "RGB" in mode:
+        if has_rgb:
             if backgrounds is not None:
                 bg = backgrounds.to(f64).expand(C, 3)[ci]
                 rgb = rgb + T[..., None] * bg
             chans.append(rgb)
-        if "D" in mode:
-            d = dep / torch.clamp(wsum, min=1e-10) if "ED" in mode else dep
+        if has_depth:
+            d = dep / torch.clamp(wsum, min=1e-10) if expected else dep
             chans.append(d[..., None])
         images.append(torch.cat(chans, dim=-1))
         alpha_images.append(wsum[..., None])

@@ -18,7 +18,7 @@ def test_help_does_not_import_heavy_packages():
     code = (
         "import sys; from depthcli.cli import main; rc = main(['--help']);"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'torch', 'cv2', 'pycolmap', 'transformers', 'gsplat', 'matplotlib', 'scipy'});"
+        "{'torch', 'cv2', 'pycolmap', 'transformers', 'gsplat', 'matplotlib', 'scipy', 'numba'});"
         "print('HEAVY', heavy, rc)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

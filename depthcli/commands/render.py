@@ -5,6 +5,7 @@ typer and the standard library are imported at module level.
 """
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -19,7 +20,10 @@ def command(
     dataset: Path = typer.Argument(..., help="Depth dataset whose cameras are rendered."),
     out: Path = typer.Argument(..., help="Depth dataset folder to create."),
     mode: str = typer.Option("ED", "--mode", help="Depth to render: ED (expected) or D (accumulated)."),
-    backend: str = typer.Option("auto", "--backend", help="Rasteriser: auto, gsplat (CUDA) or torch."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="Rasteriser: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat or torch."
+    ),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Rasteriser threads on CPU (default: all cores)."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu or cuda."),
     min_alpha: float = typer.Option(0.5, "--min-alpha", help="Pixels with alpha at or below this are stored invalid (0)."),
     rgb: bool = typer.Option(True, "--rgb/--no-rgb", help="Also render RGB when the splats have colour."),
@@ -33,6 +37,6 @@ def command(
 
     summary = render_dataset(
         splats, dataset, out, mode=mode, backend=backend, device=device, min_alpha=min_alpha,
-        rgb=rgb, previews=previews, overwrite=overwrite,
+        rgb=rgb, previews=previews, overwrite=overwrite, threads=threads,
     )
     report(summary, title="render", as_json=json)

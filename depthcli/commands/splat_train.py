@@ -24,7 +24,10 @@ def command(
         "ED", "--mode", help="Trained render: ED (expected depth), D (accumulated depth), RGB+ED or RGB+D (needs images)."
     ),
     steps: int = typer.Option(3000, "--steps", help="Optimisation steps (one training view per step)."),
-    backend: str = typer.Option("auto", "--backend", help="Rasteriser: auto, gsplat (CUDA) or torch."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="Rasteriser: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat or torch."
+    ),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Rasteriser threads on CPU (default: all cores)."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed (fixed seed on CPU = reproducible run)."),
     test_every: int = typer.Option(8, "--test-every", help="Hold out every N-th frame for evaluation (0: none)."),
@@ -49,6 +52,7 @@ def command(
         mode=mode,
         steps=steps,
         backend=backend,
+        threads=threads,
         device=device,
         seed=seed,
         test_every=test_every,

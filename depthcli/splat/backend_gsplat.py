@@ -26,6 +26,13 @@ def render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     """Same contract as :func:`depthcli.splat.render.render` (inputs already validated)."""
     import torch
 
+    from depthcli.splat.render import mode_depth_kind
+
+    if mode_depth_kind(mode) == "dist":
+        raise DepthcliError(
+            f"render mode {mode!r} (distance to the centres) is not available with the gsplat backend",
+            hint="use backend='cpu' or 'torch', or a z-depth mode (D, ED, RGB+D, RGB+ED)",
+        )
     rasterization = _import_gsplat()
     if means.device.type != "cuda":
         raise DepthcliError(

@@ -84,7 +84,8 @@ def project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_pl
     Returns a dict of ``[C, N, ...]`` tensors: ``means2d`` [C, N, 2] (pixels),
     ``depths`` [C, N] (camera z), ``cov2d`` [C, N, 3] (xx, xy, yy incl. eps2d),
     ``conics`` [C, N, 3] (a, b, c of the inverse 2D covariance), ``radii`` [C, N] int32
-    (3-sigma radius, 0 = culled) and ``visible`` [C, N] bool.
+    (3-sigma radius, 0 = culled), ``visible`` [C, N] bool and ``dists`` [C, N] (distance
+    from the camera centre to each centre, ``||cam_from_world(mean)||``).
     """
     # Written out per matrix entry on [N] / [C, N] tensors (no batched 3x3 matmuls): fewer
     # flops, and small ops that never hit multi-threaded BLAS paths.
@@ -146,6 +147,7 @@ def project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_pl
     return {
         "means2d": means2d,
         "depths": z,
+        "dists": torch.sqrt((x * x + y * y + z * z).clamp(min=1e-20)),
         "cov2d": torch.stack([sxx, sxy, syy], dim=-1),
         "conics": conics,
         "radii": radii,
@@ -439,12 +441,17 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
     means2d, depths, conics = proj["means2d"], proj["depths"], proj["conics"]
     if means2d.requires_grad:
         means2d.retain_grad()
+    from depthcli.splat.render import mode_depth_kind, mode_has_rgb, mode_is_expected
+
     opac_cn = opacities[None, :].expand(C, N)
     feats = []
-    if "RGB" in mode:
+    if mode_has_rgb(mode):
         feats.append(colors.to(dtype).expand(C, N, 3))
-    if "D" in mode:
+    kind = mode_depth_kind(mode)
+    if kind == "z":
         feats.append(depths[..., None])
+    elif kind == "dist":
+        feats.append(proj["dists"][..., None])
     feats = torch.cat(feats, dim=-1)  # [C, N, X]
     X = feats.shape[-1]
     HW = width * height
@@ -469,11 +476,11 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
                                 feats.reshape(-1, X), pairs, n_pix, _acc_dtype(device))
     out = out.reshape(C, height, width, X)
     alphas = acc.reshape(C, height, width, 1)
-    if backgrounds is not None and "RGB" in mode:
+    if backgrounds is not None and mode_has_rgb(mode):
         bg = backgrounds.to(dtype).expand(C, 3)
         rgb = out[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
         out = torch.cat([rgb, out[..., 3:]], dim=-1) if X > 3 else rgb
-    if mode in ("ED", "RGB+ED"):
+    if mode_is_expected(mode):
         out = torch.cat([out[..., :-1], out[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
     meta = {
         "means2d": means2d,

@@ -1,10 +1,11 @@
-"""One Gaussian-splat rasteriser with two backends: gsplat (CUDA) and pure torch.
+"""One Gaussian-splat rasteriser with three backends: cpu (compiled), gsplat (CUDA), torch.
 
 :func:`render` mirrors ``gsplat.rasterization()`` (classic mode, no SH, unpacked) so the
-gsplat backend is a thin call and the torch backend reproduces the same numbers on CPU,
-CUDA or MPS.
+gsplat backend is a thin call; the torch backend reproduces the same numbers on CPU,
+CUDA or MPS; the cpu backend (:mod:`depthcli.splat.backend_cpu`, numba, parallel over
+16x16 tiles) reproduces them on CPU up to float32 rounding, and is the default there.
 
-Semantics (both backends; the same as gsplat's "classic" rasteriser):
+Semantics (all backends; the same as gsplat's "classic" rasteriser):
 
 * Each Gaussian's centre goes to camera space with ``cam_from_world`` (``viewmats``,
   OpenCV axes: x right, y down, z forward). Its **z-depth** is the camera-space z of
@@ -27,9 +28,19 @@ Semantics (both backends; the same as gsplat's "classic" rasteriser):
   ``sum w_i z_i``; ``ED`` (expected depth) = ``D / max(sum w_i, 1e-10)``; the depth
   channel ignores backgrounds (gsplat pads them with 0); ``render_alphas = sum w_i``
   (``= 1 - T_final``). Pixels no Gaussian reaches have alpha 0 and depth 0 (0 = invalid).
+* Hit-distance modes ``d``, ``Ed``, ``RGB-d``, ``RGB-Ed`` are ``D``, ``ED``, ``RGB+D``,
+  ``RGB+ED`` with ``z_i`` replaced by ``r_i = ||cam_from_world(mean_i)||``, the distance
+  from the camera centre to the Gaussian's centre (metres along the ray through the
+  centre, not along the optical axis). gsplat 1.6 has modes of the same names but
+  defines them per pixel (the distance to the point of the pixel's ray where the
+  Gaussian's 3D response peaks) and only with ``with_eval3d=True``; for a pixel whose ray
+  passes through a Gaussian's centre the two agree. The gsplat backend here (classic
+  EWA) does not render them.
 
 The torch backend evaluates every pixel where ``alpha >= 1/255`` (an exact,
-opacity-aware ellipse per Gaussian). gsplat evaluates the 16x16 tiles its bounding box
+opacity-aware ellipse per Gaussian); the cpu backend visits, inside each 16x16 tile, a
+box that contains that ellipse with a small margin and applies the same exact test, so
+both composite the same pairs. gsplat evaluates the 16x16 tiles its bounding box
 touches; the two agree except for contributions just above 1/255 at the edge of a
 Gaussian's footprint with older gsplat versions (3-sigma tile boxes).
 """
@@ -43,11 +54,32 @@ from depthcli.errors import DepthcliError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
-Backend = Literal["auto", "gsplat", "torch"]
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED", "d", "Ed", "RGB-d", "RGB-Ed"]
+Backend = Literal["auto", "cpu", "gsplat", "torch"]
 
-MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-BACKENDS = ("auto", "gsplat", "torch")
+MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED", "d", "Ed", "RGB-d", "RGB-Ed")
+BACKENDS = ("auto", "cpu", "gsplat", "torch")
+
+
+def mode_has_rgb(mode: str) -> bool:
+    """True when ``mode`` renders colour channels (RGB first)."""
+    return mode.startswith("RGB")
+
+
+def mode_depth_kind(mode: str) -> str | None:
+    """The depth channel of ``mode``: ``"z"`` (camera z of the centres: D, ED, RGB+D,
+    RGB+ED), ``"dist"`` (distance from the camera centre to the centres: d, Ed, RGB-d,
+    RGB-Ed) or None (RGB)."""
+    if mode in ("D", "ED", "RGB+D", "RGB+ED"):
+        return "z"
+    if mode in ("d", "Ed", "RGB-d", "RGB-Ed"):
+        return "dist"
+    return None
+
+
+def mode_is_expected(mode: str) -> bool:
+    """True when the depth channel is normalised by the accumulated alpha (ED, Ed, ...)."""
+    return mode in ("ED", "Ed", "RGB+ED", "RGB-Ed")
 
 
 def gsplat_available() -> bool:
@@ -68,7 +100,10 @@ def resolve_backend(backend: str, device) -> str:
     if backend not in BACKENDS:
         raise DepthcliError(f"unknown render backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "gsplat" if getattr(device, "type", str(device)) == "cuda" and gsplat_available() else "torch"
+        kind = getattr(device, "type", str(device))
+        if kind == "cuda" and gsplat_available():
+            return "gsplat"
+        return "cpu" if kind == "cpu" else "torch"
     return backend
 
 
@@ -101,14 +136,14 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     C = viewmats.shape[0]
     if Ks.shape != (C, 3, 3):
         shape_err("Ks", f"[{C}, 3, 3]", Ks)
-    if "RGB" in mode:
+    if mode_has_rgb(mode):
         if colors is None:
             raise DepthcliError(f"render: mode {mode} needs colors", hint="pass colors [N, 3] or use mode D/ED")
         if not (colors.shape == (N, 3) or colors.shape == (C, N, 3)):
             shape_err("colors", f"[{N}, 3] or [{C}, {N}, 3]", colors)
     if not (0 < int(width) <= 32768 and 0 < int(height) <= 32768):
         raise DepthcliError(f"render: image size must be 1..32768 pixels per side, got {width}x{height}")
-    if backgrounds is not None and "RGB" in mode:
+    if backgrounds is not None and mode_has_rgb(mode):
         if not (backgrounds.shape == (C, 3) or backgrounds.shape == (3,)):
             shape_err("backgrounds", f"[{C}, 3] or [3]", backgrounds)
     devices = {t.device for t in (means, quats, scales, opacities, viewmats, Ks)}
@@ -153,14 +188,16 @@ def render(
       after backward when it needs grad, for densification), ``radii`` [C, N] int 3-sigma
       radius in pixels (0 = culled), ``depths`` [C, N] camera z of each centre,
       ``conics`` [C, N, 3], ``n_pairs`` (int: (Gaussian, pixel) pairs composited; for
-      gsplat: tile intersections), ``backend`` ("torch" or "gsplat"), and ``width``,
-      ``height``, ``n_cameras`` (read by gsplat's densification strategies). The torch
-      backend adds ``n_candidates`` (pairs evaluated).
+      gsplat: tile intersections), ``backend`` ("cpu", "torch" or "gsplat"), and
+      ``width``, ``height``, ``n_cameras`` (read by gsplat's densification strategies).
+      The torch backend adds ``n_candidates`` (pairs evaluated), the cpu backend
+      ``n_intersections`` (tile-Gaussian pairs).
 
-    ``backend="auto"`` uses gsplat for CUDA tensors when it is installed, else the
-    torch backend (CPU, CUDA or MPS). Differentiable w.r.t. means, quats, scales,
-    opacities and colors with both backends. See the module docstring for the exact
-    rasterisation rules.
+    ``backend="auto"`` uses the compiled cpu backend for CPU tensors, gsplat for CUDA
+    tensors when it is installed, else the torch backend (CUDA without gsplat, MPS).
+    Differentiable w.r.t. means, quats, scales, opacities and colors with every backend.
+    The cpu backend computes in float32 (as gsplat) and returns the input dtype. See the
+    module docstring for the exact rasterisation rules and the hit-distance modes.
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, mode, backgrounds)
     chosen = resolve_backend(backend, means.device)
@@ -168,6 +205,14 @@ def render(
         from depthcli.splat.backend_gsplat import render_gsplat
 
         return render_gsplat(
+            means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+            mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+            backgrounds=backgrounds, radius_clip=radius_clip,
+        )
+    if chosen == "cpu":
+        from depthcli.splat.backend_cpu import render_cpu
+
+        return render_cpu(
             means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
             mode=mode, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
             backgrounds=backgrounds, radius_clip=radius_clip,

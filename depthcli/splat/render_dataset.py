@@ -30,17 +30,20 @@ def render_dataset(
     previews: bool = False,
     overwrite: bool = False,
     cpu_threads: int | None = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Render ``splats_ply`` at every frame of ``dataset`` into the depth dataset ``out``.
 
     Writes ``out`` atomically (complete or absent). Returns a summary dict with the
     mean coverage (fraction of pixels with alpha > ``min_alpha``) and, where the
     input dataset has depth, mean AbsRel of the render against it. ``cpu_threads``:
-    torch CPU threads while rendering (None: torch's default).
+    torch CPU threads while rendering (None: torch's default); ``threads``: threads of the
+    compiled CPU rasteriser (None: all cores).
     """
+    from depthcli.splat.backend_cpu import raster_threads
     from depthcli.splat.trainer import torch_threads
 
-    with torch_threads(cpu_threads, device):
+    with torch_threads(cpu_threads, device), raster_threads(threads, device):
         return _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, rgb, previews, overwrite)
 
 
@@ -56,8 +59,8 @@ def _render_dataset(splats_ply, dataset, out, mode, backend, device, min_alpha, 
 
     if mode not in ("D", "ED"):
         raise DepthcliError(f"unknown render mode '{mode}'", "use D or ED")
-    if backend not in ("auto", "gsplat", "torch"):
-        raise DepthcliError(f"unknown backend '{backend}'", "use auto, gsplat or torch")
+    if backend not in ("auto", "cpu", "gsplat", "torch"):
+        raise DepthcliError(f"unknown backend '{backend}'", "use auto, cpu, gsplat or torch")
     _check_device(device)
     arrays = read_splats_ply(Path(splats_ply))
     ds = load_dataset(Path(dataset))

@@ -48,7 +48,7 @@ class SplatTrainConfig:
     out: Path  # job folder for the PLY, metrics, curves and checkpoints
     mode: str = "ED"  # render mode trained: D, ED (depth only) or RGB+D, RGB+ED (needs images)
     steps: int = 3000  # optimisation steps (one training view per step)
-    backend: str = "auto"  # rasteriser backend: auto, gsplat (CUDA) or torch
+    backend: str = "auto"  # rasteriser backend: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat (CUDA) or torch
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible
     test_every: int = 8  # every N-th frame is held out (never trained on); 0 = no held-out views
@@ -87,6 +87,7 @@ class SplatTrainConfig:
     stop_at: Optional[int] = None  # testing hook: stop after the checkpoint of this step, as if killed
     progress: bool = True  # show a progress bar
     cpu_threads: Optional[int] = 1  # torch CPU threads while training (1 is fastest for small tensors on a busy machine); None: torch's default
+    threads: Optional[int] = None  # threads of the compiled CPU rasteriser (backend cpu); None: all cores
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -313,7 +314,9 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
     ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
     """
-    with torch_threads(cfg.cpu_threads, cfg.device):
+    from depthcli.splat.backend_cpu import raster_threads
+
+    with torch_threads(cfg.cpu_threads, cfg.device), raster_threads(cfg.threads, cfg.device):
         return _train(cfg)
 
 

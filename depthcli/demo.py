@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 def _explain_scores(scores: dict[str, float], cfg: DemoConfig) -> None:
     """Say in words how the estimators compare with the ramp, and what real checkpoints do."""
     ramp, teacher, student = scores["ramp"], scores["teacher"], scores["student"]
-    what = "the real checkpoint" if cfg.teacher else (
+    what = f"the checkpoint {cfg.teacher}" if cfg.teacher else (
         f"a {cfg.estimator_steps}-step CPU model trained on {cfg.scenes * cfg.scene_frames} synthetic images")
     log(f"\nOn {cfg.heldout_rooms * cfg.heldout_frames} views of {cfg.heldout_rooms} held-out rooms the teacher ({what}) has AbsRel {teacher:.3f}: {teacher / ramp:.2f} x the "
         f"vertical-ramp baseline ({ramp:.3f}, a guess that knows only that floors are near the bottom of a picture). "

@@ -188,17 +188,13 @@ def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_mi
     export_images(out / "unlabeled_src", out / "unlabeled")
     t_data = time.time() - t0
 
-    # lstsq alignment in the loss (the one the evaluation uses) and a light gradient-matching
-    # term: trained from scratch on a CPU budget, these learn the layout faster than the
-    # fine-tuning recipe's median alignment with SSI : GM = 1 : 2.
-    loss = dict(align="lstsq", grad_weight=0.5)
     teacher = train_estimator(TrainConfig(
         datasets=[out / "train"], out=out / "teacher", preset="tiny", size=size, epochs=100000, batch_size=8,
-        lr=1e-3, val_fraction=0.05, **loss, max_minutes=None if teacher_steps else teacher_minutes,
+        lr=1e-3, val_fraction=0.05, max_minutes=None if teacher_steps else teacher_minutes,
         max_steps=teacher_steps, checkpoint_every=500, threads=threads, seed=seed, overwrite=True, quiet=quiet))
     student = distill(DistillConfig(
         teachers=[out / "teacher" / "model"], images=out / "unlabeled", out=out / "distill", stage="all",
-        preset="tiny", size=size, epochs=100000, batch_size=8, lr=1e-3, **loss,
+        preset="tiny", size=size, epochs=100000, batch_size=8, lr=1e-3,
         max_minutes=None if student_steps else student_minutes, max_steps=student_steps,
         checkpoint_every=500, threads=threads, seed=seed + 1, overwrite=True, quiet=quiet))
 

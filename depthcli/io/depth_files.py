@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from depthcli.depth import sanitize_depth
 from depthcli.errors import DepthcliError
 
 DEPTH_SUFFIXES = (".npy", ".png", ".pfm")
+
+#: np.load parses the .npy header with ast.literal_eval, which is not thread-safe on some
+#: CPython 3.11 releases ("AST constructor recursion depth mismatch" seen with eval's worker
+#: threads on 3.11.7); reads of .npy files are serialised, the scoring stays parallel.
+_NPY_LOCK = threading.Lock()
 
 
 def write_depth_npy(path: Path, depth: np.ndarray) -> None:
@@ -102,7 +108,8 @@ def read_depth_file(path: Path, depth_scale: float | None = None) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
-            a = np.load(path, allow_pickle=False)
+            with _NPY_LOCK:
+                a = np.load(path, allow_pickle=False)
         except Exception as exc:  # corrupted / truncated
             raise DepthcliError(f"cannot read depth file '{path}': {exc}") from None
         if a.ndim == 3 and a.shape[0] == 1:

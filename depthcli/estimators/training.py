@@ -204,19 +204,13 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 def _load_trainer_state(ck: Path) -> dict[str, Any]:
     """Optimizer state and counters of a checkpoint: tensors and plain data only, never code."""
-    import pickle
-    import warnings
-
-    import torch
+    from depthcli.io.checkpoint import load_tensors_only
 
     path = ck / "trainer_state.pt"
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DepthcliError(f"--resume: '{path}' holds more than tensors and plain data; refusing to load it",
-                            "checkpoints from another source are never unpickled; start again with --overwrite") from None
+        return load_tensors_only(path, "trainer state")
+    except DepthcliError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a damaged file
         raise DepthcliError(f"--resume: cannot read '{path}': {type(exc).__name__}",
                             "start again with --overwrite") from None

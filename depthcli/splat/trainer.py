@@ -250,8 +250,6 @@ def _load_views(cfg: SplatTrainConfig):
 
 def render_depth(splats: dict, viewmat, K, width: int, height: int, mode: str, backend: str):
     """Render one view: returns ``(rgb [H,W,3] | None, depth [H,W], alpha [H,W], meta)`` (torch)."""
-    import torch
-
     from depthcli.splat.render import render
 
     colors, alphas, meta = render(
@@ -281,11 +279,7 @@ def _prepare_out(cfg: SplatTrainConfig, stack) -> Path:
 
 def _load_checkpoint(out: Path) -> dict:
     """The newest readable checkpoint of a job (tensors and plain data only, never code)."""
-    import pickle
-    import warnings
-
-    import torch
-
+    from depthcli.io.checkpoint import load_tensors_only
     from depthcli.io.paths import resolve_inside
 
     folder = Path(out) / "checkpoints"
@@ -295,14 +289,9 @@ def _load_checkpoint(out: Path) -> dict:
     for path in reversed(ckpts):
         path = resolve_inside(folder, path.name, f"checkpoint '{path}'")
         try:
-            # weights_only: tensors, numbers, strings and containers; anything else
-            # (a pickled object that could run code) is refused, never executed.
-            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
-                warnings.simplefilter("ignore")
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise DepthcliError(f"--resume: checkpoint '{path}' holds more than tensors and plain data; refusing to load it",
-                                "depthcli never unpickles objects; start again with --overwrite") from None
+            return load_tensors_only(path)  # refuses anything but tensors and plain data
+        except DepthcliError:
+            raise
         except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
             continue
     raise DepthcliError(f"--resume: no readable checkpoint in '{folder}'", "start again with --overwrite")

@@ -23,7 +23,7 @@ def command(
     mode: str = typer.Option(
         "ED", "--mode", help="Trained render: ED (expected depth), D (accumulated depth), RGB+ED or RGB+D (needs images)."
     ),
-    steps: int = typer.Option(3000, "--steps", help="Optimisation steps (one training view per step)."),
+    steps: int = typer.Option(1200, "--steps", help="Optimisation steps (one training view per step)."),
     backend: str = typer.Option(
         "auto", "--backend", help="Rasteriser: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat or torch."
     ),

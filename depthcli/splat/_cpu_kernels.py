@@ -109,6 +109,50 @@ def col_box(mx, a, b, c, lim, c_lo, c_hi):
     return c0, c1
 
 
+#: constants of exp_neg (Cody-Waite split of ln 2; Taylor coefficients of exp)
+LOG2E = f32(1.4426950408889634)
+LN2_HI = f32(0.693145751953125)
+LN2_LO = f32(1.4286068203094172e-06)
+HALF = f32(0.5)
+ONE = f32(1.0)
+ZERO = f32(0.0)
+#: sigma is clamped to [0, SIGMA_CLAMP] before exp_neg (only sigma <= log(255) matters)
+SIGMA_CLAMP = f32(8.0)
+C2, C3, C4, C5, C6, C7 = (f32(1.0 / 2), f32(1.0 / 6), f32(1.0 / 24), f32(1.0 / 120), f32(1.0 / 720),
+                          f32(1.0 / 5040))
+
+
+@njit(cache=True, inline="always")
+def exp_neg(s):
+    """``exp(-s)`` in float32 for ``s`` in [0, 8] (relative error a few 1e-8): ``s = n ln2 + r``
+    with ``|r| <= ln2 / 2``, a degree-7 polynomial for ``exp(-r)`` and ``2^-n`` from
+    exact power-of-two factors. Branch-free (selects only), so that LLVM can vectorise
+    the pixel loops that call it."""
+    n = np.int32(s * LOG2E + HALF)
+    nf = np.float32(n)
+    r = (nf * LN2_HI - s) + nf * LN2_LO  # -(s - n ln2), in [-ln2/2, ln2/2]
+    p = ONE + r * (ONE + r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * (C6 + r * C7))))))
+    b8 = nf >= f32(8.0)
+    p = p * (f32(1.0 / 256.0) if b8 else ONE)
+    nf = nf - (f32(8.0) if b8 else ZERO)
+    b4 = nf >= f32(4.0)
+    p = p * (f32(1.0 / 16.0) if b4 else ONE)
+    nf = nf - (f32(4.0) if b4 else ZERO)
+    b2 = nf >= f32(2.0)
+    p = p * (f32(0.25) if b2 else ONE)
+    nf = nf - (f32(2.0) if b2 else ZERO)
+    return p * (HALF if nf >= ONE else ONE)
+
+
+#: pixels of a tile's state arrays (always TILE x TILE; a row starts at a multiple of TILE)
+_NPX = TILE * TILE
+#: Vectorisation notes (LLVM's loop vectoriser, through numba): the pixel loops index with
+#: unsigned integers (numba's negative-index wrap-around on a signed index blocks it),
+#: combine conditions as int32 masks and select with every load done unconditionally
+#: (no branch, no conditional load), and run to a run-time column count (a constant 16
+#: gets fully unrolled before the vectoriser runs).
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
             out, acc, t_final, last, n_pairs):
@@ -116,10 +160,11 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
     ``t_final`` [C*H*W] (float32), ``last`` [C*H*W] (int64: index into ``ids`` of the
     pixel's last composited Gaussian, -1 if none), ``n_pairs`` [tiles] (pairs composited).
 
-    Within a tile the Gaussians are taken front to back and each one visits only the
-    tile pixels of the bounding box of its (enlarged) alpha >= 1/255 ellipse; every
-    visited pixel applies the exact rules. Per pixel this is the same front-to-back
-    sequence as walking the whole list."""
+    Within a tile the Gaussians are taken front to back and each one visits the rows
+    of the bounding box of its (enlarged) alpha >= 1/255 ellipse; every row is walked
+    as a whole tile row with the exact rules written as masks (no branch, no dependency
+    between pixels, unsigned indices), so that LLVM vectorises it. Per pixel this is
+    the same front-to-back sequence as walking the whole list."""
     n_tiles = offsets.shape[0] - 1
     F = feats.shape[1]
     hw = height * width
@@ -130,13 +175,14 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
         ty, tx = tl // n_tiles_x, tl % n_tiles_x
         r_lo, c_lo = ty * TILE, tx * TILE
         r_hi, c_hi = min(r_lo + TILE, height), min(c_lo + TILE, width)
-        tw = c_hi - c_lo
-        n_px = (r_hi - r_lo) * tw
-        T = np.ones(n_px, dtype=np.float32)
-        wsum = np.zeros(n_px, dtype=np.float32)
-        accf = np.zeros((n_px, F), dtype=np.float32)
-        lastk = np.full(n_px, -1, dtype=np.int64)
-        done = np.zeros(n_px, dtype=np.bool_)
+        nc = c_hi - c_lo
+        n_px = (r_hi - r_lo) * nc
+        Tb = np.ones(_NPX, dtype=np.float32)
+        Wb = np.zeros(_NPX, dtype=np.float32)
+        Lb = np.ones(_NPX, dtype=np.float32)
+        wrow = np.zeros(TILE, dtype=np.float32)
+        accf = np.zeros((F, _NPX), dtype=np.float32)
+        lastk = np.full(_NPX, -1, dtype=np.int32)
         n_done = 0
         count = 0
         for k in range(s, e):
@@ -150,43 +196,59 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
             gx, gy, a, b, c = mx[g], my[g], ca[g], cb[g], cc[g]
             r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
             c0, c1 = col_box(gx, a, b, c, lim, c_lo, c_hi)
+            if c1 <= c0:
+                continue
+            kk = np.int32(k - s)
+            x0 = np.float32(c_lo) + HALF - gx
+            ha = HALF * a
             for row in range(r0, r1):
-                dy = np.float32(row) + np.float32(0.5) - gy
-                base = (row - r_lo) * tw - c_lo
-                for col in range(c0, c1):
-                    q = base + col
-                    if done[q]:
-                        continue
-                    dx = np.float32(col) + np.float32(0.5) - gx
-                    sigma = np.float32(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy
-                    if sigma < 0 or sigma > lim:
-                        continue
-                    alpha = min(alpha_max, o * np.float32(math.exp(-sigma)))
-                    if alpha < alpha_min:
-                        continue
-                    Tq = T[q]
-                    t_next = Tq * (np.float32(1.0) - alpha)
-                    if t_next <= t_min:
-                        done[q] = True
-                        n_done += 1
-                        continue
-                    w = alpha * Tq
+                dy = np.float32(row) + HALF - gy
+                base = (row - r_lo) * TILE
+                cdy = HALF * c * dy * dy
+                bdy = b * dy
+                n_stop = np.int32(0)
+                n_comp = np.int32(0)
+                for j in range(nc):
+                    q = np.uint64(base + j)
+                    dx = x0 + np.float32(j)
+                    sigma = (ha * dx * dx + cdy) + bdy * dx
+                    sc = min(max(sigma, ZERO), SIGMA_CLAMP)
+                    alpha = min(alpha_max, o * exp_neg(sc))
+                    Tq = Tb[q]
+                    lv = Lb[q]
+                    lk = lastk[q]
+                    tn = Tq * (ONE - alpha)
+                    hit = (np.int32(sigma >= ZERO) & np.int32(sigma <= lim) & np.int32(alpha >= alpha_min)
+                           & np.int32(lv > ZERO))
+                    stop = hit & np.int32(tn <= t_min)
+                    comp = hit & np.int32(tn > t_min)
+                    w = alpha * Tq if comp != 0 else ZERO
+                    wrow[np.uint64(j)] = w
+                    Wb[q] += w
+                    Tb[q] = tn if comp != 0 else Tq
+                    lastk[q] = kk if comp != 0 else lk
+                    Lb[q] = ZERO if stop != 0 else lv
+                    n_stop += stop
+                    n_comp += comp
+                if n_comp > 0:
                     for f in range(F):
-                        accf[q, f] += w * feats[g, f]
-                    wsum[q] += w
-                    T[q] = t_next
-                    lastk[q] = k
-                    count += 1
+                        fv = feats[g, f]
+                        for j in range(nc):
+                            q = np.uint64(base + j)
+                            accf[f, q] += wrow[np.uint64(j)] * fv
+                n_done += n_stop
+                count += n_comp
         for row in range(r_lo, r_hi):
             for col in range(c_lo, c_hi):
-                q = (row - r_lo) * tw + col - c_lo
+                q = (row - r_lo) * TILE + col - c_lo
                 pix = cam * hw + row * width + col
                 for f in range(F):
-                    out[pix, f] = accf[q, f]
-                acc[pix] = wsum[q]
-                t_final[pix] = T[q]
-                last[pix] = lastk[q]
+                    out[pix, f] = accf[f, q]
+                acc[pix] = Wb[q]
+                t_final[pix] = Tb[q]
+                last[pix] = s + lastk[q] if lastk[q] >= 0 else -1
         n_pairs[t] = count
+
 
 @njit(parallel=True, cache=True, fastmath=False)
 def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
@@ -194,7 +256,10 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
     """Back-to-front gradients, one tile per task. ``slots`` [len(ids), 6 + F]: per
     intersection dL/d(mx, my, a, b, c, o, f...). The tile's Gaussians are taken back
     to front from the last one any pixel composited; each pixel only takes those at or
-    before its own last one, recovering ``T`` by division and keeping the suffix sum."""
+    before its own last one, recovering ``T`` by division and keeping the suffix sum.
+    As in the forward, rows are walked as whole masked 16-pixel tile rows; the
+    per-Gaussian sums are kept per column (no reduction inside the vectorised loop) and
+    summed over the columns in a fixed order at the end."""
     n_tiles = offsets.shape[0] - 1
     F = feats.shape[1]
     hw = height * width
@@ -207,25 +272,33 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
         ty, tx = tl // n_tiles_x, tl % n_tiles_x
         r_lo, c_lo = ty * TILE, tx * TILE
         r_hi, c_hi = min(r_lo + TILE, height), min(c_lo + TILE, width)
-        tw = c_hi - c_lo
-        n_px = (r_hi - r_lo) * tw
-        T = np.empty(n_px, dtype=np.float32)
-        S = np.zeros(n_px, dtype=np.float32)
-        lastk = np.empty(n_px, dtype=np.int64)
-        ga = np.empty(n_px, dtype=np.float32)
-        gf = np.empty((n_px, F), dtype=np.float32)
+        nc = c_hi - c_lo
+        T = np.ones(TILE * TILE, dtype=np.float32)
+        S = np.zeros(TILE * TILE, dtype=np.float32)
+        lastk = np.full(TILE * TILE, -1, dtype=np.int32)
+        ga = np.zeros(TILE * TILE, dtype=np.float32)
+        gf = np.zeros((F, TILE * TILE), dtype=np.float32)
         k_max = -1
         for row in range(r_lo, r_hi):
             for col in range(c_lo, c_hi):
-                q = (row - r_lo) * tw + col - c_lo
+                q = (row - r_lo) * TILE + col - c_lo
                 pix = cam * hw + row * width + col
                 T[q] = t_final[pix]
-                lastk[q] = last[pix]
-                k_max = max(k_max, last[pix])
+                lk = last[pix]
+                lastk[q] = np.int32(lk - s) if lk >= 0 else np.int32(-1)
+                k_max = max(k_max, lk)
                 ga[q] = g_acc[pix]
                 for f in range(F):
-                    gf[q, f] = g_out[pix, f]
-        gsum = np.empty(6 + F, dtype=np.float32)
+                    gf[f, q] = g_out[pix, f]
+        l_mx = np.empty(TILE, dtype=np.float32)
+        l_my = np.empty(TILE, dtype=np.float32)
+        l_a = np.empty(TILE, dtype=np.float32)
+        l_b = np.empty(TILE, dtype=np.float32)
+        l_c = np.empty(TILE, dtype=np.float32)
+        l_o = np.empty(TILE, dtype=np.float32)
+        l_f = np.empty((F, TILE), dtype=np.float32)
+        gd = np.empty(TILE, dtype=np.float32)
+        wrow = np.empty(TILE, dtype=np.float32)
         for k in range(k_max, s - 1, -1):
             g = ids[k]
             o = opac[g]
@@ -233,49 +306,89 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                 continue
             lim = np.float32(math.log(o * np.float32(255.0))) + lim_slack
             gx, gy, a, b, c = mx[g], my[g], ca[g], cb[g], cc[g]
-            for j in range(6 + F):
-                gsum[j] = 0.0
-            hit = False
             r0, r1 = row_range(gy, a, b, c, lim, r_lo, r_hi)
             c0, c1 = col_box(gx, a, b, c, lim, c_lo, c_hi)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            kk = np.int32(k - s)
+            x0 = np.float32(c_lo) + HALF - gx
+            for j in range(TILE):
+                l_mx[j] = ZERO
+                l_my[j] = ZERO
+                l_a[j] = ZERO
+                l_b[j] = ZERO
+                l_c[j] = ZERO
+                l_o[j] = ZERO
+            for f in range(F):
+                for j in range(TILE):
+                    l_f[f, j] = ZERO
+            n_hit = 0
             for row in range(r0, r1):
-                dy = np.float32(row) + np.float32(0.5) - gy
-                base = (row - r_lo) * tw - c_lo
-                for col in range(c0, c1):
-                    q = base + col
-                    if k > lastk[q]:
-                        continue
-                    dx = np.float32(col) + np.float32(0.5) - gx
-                    sigma = np.float32(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy
-                    if sigma < 0 or sigma > lim:
-                        continue
-                    G = np.float32(math.exp(-sigma))
+                dy = np.float32(row) + HALF - gy
+                base = (row - r_lo) * TILE
+                cdy = HALF * c * dy * dy
+                bdy = b * dy
+                for j in range(nc):
+                    gd[j] = ga[np.uint64(base + j)]
+                for f in range(F):
+                    fv = feats[g, f]
+                    for j in range(nc):
+                        gd[j] += gf[f, np.uint64(base + j)] * fv
+                n_row = np.int32(0)
+                for j in range(nc):
+                    q = np.uint64(base + j)
+                    dx = x0 + np.float32(j)
+                    sigma = (HALF * a * dx * dx + cdy) + bdy * dx
+                    sc = min(max(sigma, ZERO), SIGMA_CLAMP)
+                    G = exp_neg(sc)
                     raw = o * G
                     alpha = min(alpha_max, raw)
-                    if alpha < alpha_min:
-                        continue
-                    hit = True
-                    one_m = np.float32(1.0) - alpha
-                    Tq = T[q] / one_m  # transmittance before this Gaussian
-                    T[q] = Tq
-                    w = alpha * Tq
-                    gdot = ga[q]
+                    hit = (np.int32(kk <= lastk[q]) & np.int32(sigma >= ZERO) & np.int32(sigma <= lim)
+                           & np.int32(alpha >= alpha_min))
+                    one_m = ONE - alpha
+                    Tn = T[q]
+                    Tp = Tn / one_m  # transmittance before this Gaussian
+                    T[q] = Tp if hit != 0 else Tn
+                    w = alpha * Tp if hit != 0 else ZERO
+                    wrow[j] = w
+                    gdot = gd[j]
+                    Sq = S[q]
+                    g_alpha = Tp * gdot - Sq / one_m
+                    S[q] = Sq + w * gdot
+                    gae = g_alpha if (hit & np.int32(raw < alpha_max)) != 0 else ZERO
+                    l_o[j] += gae * G
+                    g_sigma = -gae * alpha
+                    l_mx[j] -= g_sigma * (a * dx + bdy)
+                    l_my[j] -= g_sigma * (c * dy + b * dx)
+                    l_a[j] += HALF * g_sigma * dx * dx
+                    l_b[j] += g_sigma * dx * dy
+                    l_c[j] += HALF * g_sigma * dy * dy
+                    n_row += hit
+                if n_row > 0:
                     for f in range(F):
-                        gdot += gf[q, f] * feats[g, f]
-                        gsum[6 + f] += w * gf[q, f]
-                    g_alpha = Tq * gdot - S[q] / one_m
-                    S[q] += w * gdot
-                    if raw < alpha_max:
-                        gsum[5] += g_alpha * G
-                        g_sigma = -g_alpha * alpha
-                        gsum[0] -= g_sigma * (a * dx + b * dy)
-                        gsum[1] -= g_sigma * (c * dy + b * dx)
-                        gsum[2] += np.float32(0.5) * g_sigma * dx * dx
-                        gsum[3] += g_sigma * dx * dy
-                        gsum[4] += np.float32(0.5) * g_sigma * dy * dy
-            if hit:
-                for j in range(6 + F):
-                    slots[k, j] = gsum[j]
+                        for j in range(nc):
+                            l_f[f, j] += wrow[j] * gf[f, np.uint64(base + j)]
+                n_hit += n_row
+            if n_hit > 0:
+                s_mx, s_my, s_a, s_b, s_c, s_o = ZERO, ZERO, ZERO, ZERO, ZERO, ZERO
+                for j in range(TILE):
+                    s_mx += l_mx[j]
+                    s_my += l_my[j]
+                    s_a += l_a[j]
+                    s_b += l_b[j]
+                    s_c += l_c[j]
+                    s_o += l_o[j]
+                slots[k, 0] = s_mx
+                slots[k, 1] = s_my
+                slots[k, 2] = s_a
+                slots[k, 3] = s_b
+                slots[k, 4] = s_c
+                slots[k, 5] = s_o
+                for f in range(F):
+                    sf = ZERO
+                    for j in range(TILE):
+                        sf += l_f[f, j]
+                    slots[k, 6 + f] = sf
 
 @njit(cache=True)
 def reduce_slots(ids, slots, n_gauss):

@@ -49,7 +49,7 @@ class SplatTrainConfig:
     dataset: Path  # depth dataset folder (dataset.json); depth_kind must be "z"
     out: Path  # job folder for the PLY, metrics, curves and checkpoints
     mode: str = "ED"  # render mode trained: D, ED (depth only) or RGB+D, RGB+ED (needs images)
-    steps: int = 3000  # optimisation steps (one training view per step)
+    steps: int = 1200  # optimisation steps (one training view per step)
     backend: str = "auto"  # rasteriser backend: auto (cpu on CPU, gsplat on CUDA), cpu (compiled), gsplat (CUDA) or torch
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     seed: int = 0  # seeds torch and the view order; fixed seed + CPU = reproducible

@@ -10,8 +10,9 @@ from typing import Optional, Tuple
 import typer
 
 HELP = (
-    "Convert a COLMAP project or an RGB-D capture (TUM, 7-Scenes, NYU, KITTI, color/ + depth/ folders) "
-    "into a depth dataset (z-depth, 0 = invalid; metres for RGB-D, SfM units for COLMAP)."
+    "Convert a COLMAP project, an RGB-D capture (TUM, 7-Scenes, NYU, KITTI, ScanNet-style, color/ + depth/ "
+    "folders), a nerfstudio project or a synthetic training set (Hypersim, Virtual KITTI 2, TartanAir, IRS, "
+    "BlendedMVS) into a depth dataset (z-depth, 0 = invalid; metres, or SfM units for COLMAP)."
 )
 
 
@@ -19,7 +20,7 @@ def command(
     source: Path = typer.Argument(..., help="COLMAP project / model folder, or RGB-D capture folder."),
     out: Path = typer.Argument(..., help="Dataset folder to create."),
     from_: str = typer.Option(
-        "auto", "--from", help="Source layout: auto, colmap, hypersim, vkitti2, tartanair, irs, blendedmvs, scannet, tum, 7scenes, nyu, kitti or folder."
+        "auto", "--from", help="Source layout: auto, colmap, nerfstudio, hypersim, vkitti2, tartanair, irs, blendedmvs, scannet, tum, 7scenes, nyu, kitti or folder."
     ),
     images: Optional[Path] = typer.Option(None, "--images", help="COLMAP: image folder when SOURCE is the model folder."),
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth beyond this (dataset units) becomes invalid (0)."),

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from depthcli.splat.backend_torch import project_gaussians
+from depthcli.splat.backend_torch import finish_outputs, project_gaussians
 
 TILE = 16  # must match depthcli.splat._cpu_kernels.TILE
 TILES_PER_CHUNK = 2  # tiles handed to a thread at a time
@@ -159,7 +159,7 @@ class _Rasterize(torch.autograd.Function):
 def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, mode, near_plane,
                far_plane, eps2d, backgrounds, radius_clip):
     """Same contract as :func:`depthcli.splat.render.render` (inputs already validated)."""
-    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb, mode_is_expected
+    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb
 
     if means.device.type != "cpu":
         from depthcli.errors import DepthcliError
@@ -191,14 +191,7 @@ def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     info = {}  # the forward writes n_pairs here
     out, acc = _Rasterize.apply(means2d.reshape(-1, 2), conics.reshape(-1, 3), opac_cn.reshape(-1),
                                 feats.reshape(-1, X), binning, int(width), int(height), info)
-    out = out.reshape(C, height, width, X)
-    alphas = acc.reshape(C, height, width, 1)
-    if backgrounds is not None and mode_has_rgb(mode):
-        bg = backgrounds.to(dtype).expand(C, 3)
-        rgb = out[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
-        out = torch.cat([rgb, out[..., 3:]], dim=-1) if X > 3 else rgb
-    if mode_is_expected(mode):
-        out = torch.cat([out[..., :-1], out[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+    out, alphas = finish_outputs(out, acc, C, height, width, backgrounds, mode)
     meta = {
         "means2d": means2d,
         "radii": proj["radii"],

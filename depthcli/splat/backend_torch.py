@@ -77,6 +77,29 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def finish_outputs(out: "torch.Tensor", acc: "torch.Tensor", C: int, height: int, width: int, backgrounds, mode: str):
+    """Composited sums -> render outputs (shared by the torch and cpu backends).
+
+    ``out`` [C*H*W, X] holds sum w_i f_i, ``acc`` [C*H*W] sum w_i. Adds ``T_final * background``
+    to the RGB channels and divides the depth channel by max(sum w_i, 1e-10) for expected-depth
+    modes. Returns ``(out [C, H, W, X], alphas [C, H, W, 1])``.
+    """
+    import torch
+
+    from depthcli.splat.modes import mode_has_rgb, mode_is_expected
+
+    X = out.shape[-1]
+    out = out.reshape(C, height, width, X)
+    alphas = acc.reshape(C, height, width, 1)
+    if backgrounds is not None and mode_has_rgb(mode):
+        bg = backgrounds.to(out.dtype).expand(C, 3)
+        rgb = out[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
+        out = torch.cat([rgb, out[..., 3:]], dim=-1) if X > 3 else rgb
+    if mode_is_expected(mode):
+        out = torch.cat([out[..., :-1], out[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+    return out, alphas
+
+
 def project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
                       radius_clip):
     """EWA projection of 3D Gaussians into C pinhole cameras (gsplat's classic rules).
@@ -441,7 +464,7 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
     means2d, depths, conics = proj["means2d"], proj["depths"], proj["conics"]
     if means2d.requires_grad:
         means2d.retain_grad()
-    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb, mode_is_expected
+    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb
 
     opac_cn = opacities[None, :].expand(C, N)
     feats = []
@@ -474,14 +497,7 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         )
     out, acc = _Composite.apply(means2d.reshape(-1, 2), conics.reshape(-1, 3), opac_cn.reshape(-1).to(dtype),
                                 feats.reshape(-1, X), pairs, n_pix, _acc_dtype(device))
-    out = out.reshape(C, height, width, X)
-    alphas = acc.reshape(C, height, width, 1)
-    if backgrounds is not None and mode_has_rgb(mode):
-        bg = backgrounds.to(dtype).expand(C, 3)
-        rgb = out[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
-        out = torch.cat([rgb, out[..., 3:]], dim=-1) if X > 3 else rgb
-    if mode_is_expected(mode):
-        out = torch.cat([out[..., :-1], out[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+    out, alphas = finish_outputs(out, acc, C, height, width, backgrounds, mode)
     meta = {
         "means2d": means2d,
         "radii": proj["radii"],

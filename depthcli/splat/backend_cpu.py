@@ -37,7 +37,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from depthcli.splat.backend_torch import finish_outputs, project_gaussians
+from depthcli.splat.backend_torch import finish_outputs, mode_features, project_gaussians
 
 TILE = 16  # must match depthcli.splat._cpu_kernels.TILE
 TILES_PER_CHUNK = 2  # tiles handed to a thread at a time
@@ -159,8 +159,6 @@ class _Rasterize(torch.autograd.Function):
 def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, mode, near_plane,
                far_plane, eps2d, backgrounds, radius_clip):
     """Same contract as :func:`depthcli.splat.render.render` (inputs already validated)."""
-    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb
-
     if means.device.type != "cpu":
         from depthcli.errors import DepthcliError
 
@@ -176,15 +174,7 @@ def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     if means2d.requires_grad:
         means2d.retain_grad()
     opac_cn = opacities[None, :].expand(C, N).to(dtype)
-    feats = []
-    if mode_has_rgb(mode):
-        feats.append(colors.to(dtype).expand(C, N, 3))
-    kind = mode_depth_kind(mode)
-    if kind == "z":
-        feats.append(depths[..., None])
-    elif kind == "dist":
-        feats.append(proj["dists"][..., None])
-    feats = torch.cat(feats, dim=-1)  # [C, N, X]
+    feats = mode_features(mode, colors, proj, C, N, dtype)  # [C, N, X]
     X = feats.shape[-1]
     binning = bin_gaussians(means2d, proj["cov2d"], _np32(opac_cn.reshape(-1)), depths, proj["visible"],
                             width, height)

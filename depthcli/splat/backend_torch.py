@@ -77,6 +77,24 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def mode_features(mode: str, colors, proj: dict, C: int, N: int, dtype) -> "torch.Tensor":
+    """The per-Gaussian features a mode composites, [C, N, X] (shared by the torch and cpu
+    backends): RGB (3) if the mode has colour, then z-depth or hit distance (1) if it has depth."""
+    import torch
+
+    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb
+
+    feats = []
+    if mode_has_rgb(mode):
+        feats.append(colors.to(dtype).expand(C, N, 3))
+    kind = mode_depth_kind(mode)
+    if kind == "z":
+        feats.append(proj["depths"][..., None])
+    elif kind == "dist":
+        feats.append(proj["dists"][..., None])
+    return torch.cat(feats, dim=-1)
+
+
 def finish_outputs(out: "torch.Tensor", acc: "torch.Tensor", C: int, height: int, width: int, backgrounds, mode: str):
     """Composited sums -> render outputs (shared by the torch and cpu backends).
 
@@ -464,18 +482,8 @@ def render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, h
     means2d, depths, conics = proj["means2d"], proj["depths"], proj["conics"]
     if means2d.requires_grad:
         means2d.retain_grad()
-    from depthcli.splat.modes import mode_depth_kind, mode_has_rgb
-
     opac_cn = opacities[None, :].expand(C, N)
-    feats = []
-    if mode_has_rgb(mode):
-        feats.append(colors.to(dtype).expand(C, N, 3))
-    kind = mode_depth_kind(mode)
-    if kind == "z":
-        feats.append(depths[..., None])
-    elif kind == "dist":
-        feats.append(proj["dists"][..., None])
-    feats = torch.cat(feats, dim=-1)  # [C, N, X]
+    feats = mode_features(mode, colors, proj, C, N, dtype)  # [C, N, X]
     X = feats.shape[-1]
     HW = width * height
     n_pix = C * HW

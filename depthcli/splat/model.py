@@ -152,17 +152,17 @@ def create_params(
     """A ``ParameterDict`` of Gaussians at ``points_norm`` (training frame).
 
     Each scale is ``init_scale`` x the RMS distance to the 3 nearest neighbours
-    (scipy cKDTree), isotropic; rotations are identity; opacity ``init_opacity``.
+    (exact, :func:`depthcli.splat.knn.rms_knn_distance`), isotropic; rotations are identity;
+    opacity ``init_opacity``.
     """
     import torch
-    from scipy.spatial import cKDTree
 
     n = len(points_norm)
     assert n > 0
-    k = min(4, n)
     if n > 1:
-        dist, _ = cKDTree(points_norm).query(points_norm, k=k)
-        d = np.sqrt((dist[:, 1:] ** 2).mean(axis=1))
+        from depthcli.splat.knn import rms_knn_distance
+
+        d = rms_knn_distance(points_norm, 3)
         pos = d[d > 0]
         floor = float(np.median(pos)) * 0.1 if pos.size else 1e-3
         d = np.maximum(d, floor)

@@ -312,7 +312,11 @@ def _make_optimizers(params, cfg: SplatTrainConfig) -> dict:
 
     lrs = {"means": cfg.lr_means, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_colors}
-    return {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15) for k, p in params.items()}
+    if torch.device(cfg.device).type == "cpu":  # same arithmetic and state layout, without importing torch.optim
+        from depthcli.splat.optim import Adam
+    else:
+        Adam = torch.optim.Adam
+    return {k: Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15) for k, p in params.items()}
 
 
 def _make_strategy(cfg: SplatTrainConfig, backend_used: str):
@@ -489,7 +493,11 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     elapsed_before = 0.0
     if ckpt is not None:
         for k, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
+            try:
+                opt.load_state_dict(ckpt["optimizers"][k])
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise DepthcliError(f"--resume: the checkpoint's optimizer state for '{k}' does not fit ({exc})",
+                                    "start again with --overwrite") from None
         if strategy is not None and ckpt.get("strategy_state") is not None:
             strategy_state = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in ckpt["strategy_state"].items()}
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -684,31 +692,6 @@ def _maybe_progress(enabled: bool, description: str, total: int):
 
 
 def _plot_curves(path: Path, history: list[dict], atomic_write) -> None:
-    import matplotlib
+    from depthcli.splat.curves import write_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].plot(steps, [h["loss"] for h in history], lw=1)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("step")
-    axes[0].set_title("training loss (one view per step)")
-    ev = [h for h in history if "heldout" in h]
-    if ev:
-        ax = axes[1]
-        ax.plot([h["step"] for h in ev], [h["heldout"]["abs_rel"] for h in ev], "o-", label="held-out AbsRel")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax2 = ax.twinx()
-        ax2.plot([h["step"] for h in ev], [h["heldout"]["coverage"] for h in ev], "s--", color="C1", label="coverage")
-        ax2.set_ylim(0, 1.02)
-        ax.set_ylabel("AbsRel (o, left)")
-        ax2.set_ylabel("coverage (s, right)")
-        ax.set_title("held-out depth (AbsRel, coverage)")
-    else:
-        axes[1].set_axis_off()
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
+    write_curves(path, history, atomic_write)

@@ -217,6 +217,47 @@ def test_auto_backend_is_cpu_for_cpu_tensors():
     assert _render(scene, "ED", "auto")[2]["backend"] == "cpu"
 
 
+def _multi_camera(scene):
+    """The scene seen by its camera and by a second one, moved and turned (two cameras per call)."""
+    a = 0.3
+    R = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], dtype=F64)
+    vm2 = torch.eye(4, dtype=F64)
+    vm2[:3, :3] = R
+    vm2[:3, 3] = torch.tensor([0.2, -0.1, 0.3], dtype=F64)
+    Ks2 = scene["Ks"][0].clone()
+    Ks2[0, 0] *= 1.2
+    return {**scene, "viewmats": torch.stack([scene["viewmats"][0], vm2]), "Ks": torch.stack([scene["Ks"][0], Ks2])}
+
+
+@pytest.mark.parametrize("kind", ["random", "saturated", "degenerate", "two cameras"])
+def test_compiled_projection_and_its_backward_match_the_torch_projection(kind):
+    """The numba projection (forward and hand-written backward) against autograd through
+    the torch backend's projection, in float64: every output, every input gradient."""
+    from depthcli.splat.backend_cpu import project_cpu
+    from depthcli.splat.backend_torch import project_gaussians
+
+    scene = _multi_camera(scene_of("random")) if kind == "two cameras" else scene_of(kind)
+    gen = torch.Generator().manual_seed(11)
+    results = []
+    for fn in (project_cpu, project_gaussians):
+        params = {k: scene[k].clone().requires_grad_(True) for k in ("means", "quats", "scales")}
+        proj = fn(params["means"], params["quats"], params["scales"], scene["viewmats"], scene["Ks"], W, H,
+                  0.01, 1e10, 0.3, 0.0)
+        gen.manual_seed(11)
+        loss = sum((proj[k] * torch.randn(proj[k].shape, generator=gen, dtype=F64)).sum()
+                   for k in ("means2d", "depths", "dists", "conics"))
+        loss.backward()
+        results.append((proj, {k: p.grad for k, p in params.items()}))
+    (ours, g_ours), (ref, g_ref) = results
+    assert ours["radii"].tolist() == ref["radii"].tolist()
+    assert ours["visible"].tolist() == ref["visible"].tolist() and int(ref["visible"].sum()) > 5
+    for k in ("means2d", "depths", "dists", "cov2d", "conics"):
+        torch.testing.assert_close(ours[k], ref[k], rtol=1e-10, atol=1e-10, msg=k)
+    for k in ("means", "quats", "scales"):
+        assert g_ref[k].abs().max() > 0
+        assert _rel_err(g_ours[k], g_ref[k]) <= 1e-9, k
+
+
 def test_projection_matches_gsplat_pure_torch_reference():
     """depthcli's projection against gsplat's own pure-torch ``_fully_fused_projection``
     (runs on CPU, no CUDA): means2d, depths and conics of every Gaussian both keep, and
@@ -224,16 +265,18 @@ def test_projection_matches_gsplat_pure_torch_reference():
     while depthcli (and gsplat's CUDA rasteriser up to 1.4) uses one radius
     ``ceil(3 sqrt(largest eigenvalue))``: compared through the covariance."""
     torch_impl = pytest.importorskip("gsplat.cuda._torch_impl", reason="gsplat is not installed (pip install gsplat)")
+    from depthcli.splat.backend_cpu import project_cpu
     from depthcli.splat.backend_torch import project_gaussians
 
-    for scene in (scene_of("random"), scene_of("saturated"), scene_of("degenerate")):
+    for scene, project in [(s, p) for s in (scene_of("random"), scene_of("saturated"), scene_of("degenerate"))
+                           for p in (project_gaussians, project_cpu)]:
         means, quats, scales = scene["means"], scene["quats"], scene["scales"]
         vm, Ks = scene["viewmats"], scene["Ks"]
         covars, _ = torch_impl._quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False,
                                                           triu=False)
         radii_g, means2d_g, depths_g, conics_g, _ = torch_impl._fully_fused_projection(
             means, covars, vm, Ks, W, H, eps2d=0.3, near_plane=0.01, far_plane=1e10)
-        ours = project_gaussians(means, quats, scales, vm, Ks, W, H, 0.01, 1e10, 0.3, 0.0)
+        ours = project(means, quats, scales, vm, Ks, W, H, 0.01, 1e10, 0.3, 0.0)
         torch.testing.assert_close(ours["depths"], depths_g, rtol=1e-12, atol=1e-12)
         both = ours["visible"] & (radii_g > 0).all(-1)
         assert int(both.sum()) > 10

@@ -3,8 +3,10 @@
 Same rules as the torch backend (see :mod:`depthcli.splat.render`); organised like
 gsplat's CUDA rasteriser:
 
-1. **Project** every Gaussian in torch (differentiable by autograd, O(C N); shared
-   with the torch backend: :func:`depthcli.splat.backend_torch.project_gaussians`).
+1. **Project** every Gaussian (compiled, parallel over Gaussians, float64, with a
+   hand-written backward: :mod:`depthcli.splat._cpu_project`; the same rules as the
+   torch backend's :func:`depthcli.splat.backend_torch.project_gaussians`, which is
+   used instead when camera matrices need gradients).
 2. **Bin** (no grad, compiled): each visible Gaussian goes into the list of every
    16x16 tile its opacity-aware bounding box touches. The box is that of the ellipse
    ``sigma <= log(255 o)`` (where ``alpha >= 1/255`` can hold), slightly enlarged, so
@@ -57,9 +59,11 @@ def _build_kernels():
     import numba
 
     from depthcli.splat import _cpu_kernels as kc
+    from depthcli.splat import _cpu_project as kp
 
     return dict(tile_boxes=kc.tile_boxes, bin_tiles=kc.bin_tiles, forward=kc.forward, backward=kc.backward,
-                reduce_slots=kc.reduce_slots, numba=numba)
+                reduce_slots=kc.reduce_slots, project_forward=kp.project_forward,
+                project_backward=kp.project_backward, numba=numba)
 
 
 @contextmanager
@@ -80,6 +84,56 @@ def _np32(t: torch.Tensor) -> np.ndarray:
 
 def _i64(x) -> np.int64:
     return np.int64(int(x))
+
+
+def _np64(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(torch.float64).numpy())
+
+
+class _Project(torch.autograd.Function):
+    """Compiled EWA projection: ``(means [N, 3], quats [N, 4], scales [N, 3])`` and fixed
+    cameras -> ``means2d, depths, dists, cov2d, conics, radii, visible`` ([C, N, ...], see
+    :func:`depthcli.splat.backend_torch.project_gaussians`), in the input dtype."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, viewmats, Ks, width, height, near, far, eps2d, radius_clip):
+        k = _kernels()
+        arrays = (_np64(means), _np64(quats), _np64(scales), _np64(viewmats), _np64(Ks))
+        C, N = arrays[3].shape[0], arrays[0].shape[0]
+        scalars = (float(width), float(height), float(near), float(far), float(eps2d))
+        means2d, cov2d, conics = (np.empty((C, N, d)) for d in (2, 3, 3))
+        depths, dists = np.empty((C, N)), np.empty((C, N))
+        radii, visible = np.empty((C, N), np.int32), np.empty((C, N), np.bool_)
+        k["project_forward"](*arrays, *scalars, float(radius_clip), means2d, depths, dists, cov2d, conics, radii, visible)
+        ctx.state = (arrays, scalars, means.dtype)
+        t = lambda a: torch.from_numpy(a).to(means.dtype)  # noqa: E731
+        outs = (t(means2d), t(depths), t(dists), t(cov2d), t(conics), torch.from_numpy(radii), torch.from_numpy(visible))
+        ctx.mark_non_differentiable(outs[3], outs[5], outs[6])
+        return outs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_means2d, g_depths, g_dists, g_cov2d, g_conics, g_radii, g_visible):
+        k = _kernels()
+        arrays, scalars, dtype = ctx.state
+        C, N = arrays[3].shape[0], arrays[0].shape[0]
+        g = lambda t, shape: np.zeros(shape) if t is None else _np64(t)  # noqa: E731
+        g_means, g_quats, g_scales = np.empty((N, 3)), np.empty((N, 4)), np.empty((N, 3))
+        k["project_backward"](*arrays, *scalars, g(g_means2d, (C, N, 2)), g(g_depths, (C, N)), g(g_dists, (C, N)),
+                              g(g_conics, (C, N, 3)), g_means, g_quats, g_scales)
+        t = lambda a: torch.from_numpy(a).to(dtype)  # noqa: E731
+        return t(g_means), t(g_quats), t(g_scales), None, None, None, None, None, None, None, None
+
+
+def project_cpu(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radius_clip):
+    """:func:`depthcli.splat.backend_torch.project_gaussians`, compiled (same dict)."""
+    if viewmats.requires_grad or Ks.requires_grad:  # camera gradients: autograd through the torch version
+        return project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
+                                 radius_clip)
+    means2d, depths, dists, cov2d, conics, radii, visible = _Project.apply(
+        means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radius_clip)
+    return {"means2d": means2d, "depths": depths, "dists": dists, "cov2d": cov2d, "conics": conics, "radii": radii,
+            "visible": visible}
 
 
 def bin_gaussians(means2d, cov2d, opac, depths, visible, width, height):
@@ -168,8 +222,7 @@ def render_cpu(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     dtype = means.dtype
     viewmats = viewmats.to(dtype)
     Ks = Ks.to(dtype)
-    proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-                             radius_clip)
+    proj = project_cpu(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radius_clip)
     means2d, depths, conics = proj["means2d"], proj["depths"], proj["conics"]
     if means2d.requires_grad:
         means2d.retain_grad()

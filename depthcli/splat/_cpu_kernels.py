@@ -62,27 +62,36 @@ def tile_boxes(order, mx, my, sxx, syy, opac, width, height, n_tiles_x, n_tiles_
 @njit(cache=True)
 def bin_tiles(order, cams, box, n_tiles_x, n_tiles_per_cam, n_cams):
     """Per-tile Gaussian lists: ``offsets`` [C * tiles + 1] into ``ids`` (flat Gaussian
-    ids, each tile's list in the order of ``order``, i.e. front to back)."""
+    ids, each tile's list in the order of ``order``, i.e. front to back), and the inverse:
+    ``g_offsets`` [len(order) + 1] into ``g_slots``, the positions in ``ids`` of each
+    listed Gaussian's entries (its box's tiles in row-major order, i.e. ascending tile)."""
     n_tiles = n_cams * n_tiles_per_cam
     counts = np.zeros(n_tiles + 1, dtype=np.int64)
     n = order.shape[0]
+    g_offsets = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         base = cams[i] * n_tiles_per_cam
+        bw, bh = max(box[i, 1] - box[i, 0], 0), max(box[i, 3] - box[i, 2], 0)
+        g_offsets[i + 1] = g_offsets[i] + bw * bh
         for ty in range(box[i, 2], box[i, 3]):
             for tx in range(box[i, 0], box[i, 1]):
                 counts[base + ty * n_tiles_x + tx + 1] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
     ids = np.empty(counts[n_tiles], dtype=np.int64)
+    g_slots = np.empty(counts[n_tiles], dtype=np.int64)
     cursor = counts[:n_tiles].copy()
     for i in range(n):
         base = cams[i] * n_tiles_per_cam
+        j = g_offsets[i]
         for ty in range(box[i, 2], box[i, 3]):
             for tx in range(box[i, 0], box[i, 1]):
                 t = base + ty * n_tiles_x + tx
                 ids[cursor[t]] = order[i]
+                g_slots[j] = cursor[t]
+                j += 1
                 cursor[t] += 1
-    return counts, ids
+    return counts, ids, g_offsets, g_slots
 
 @njit(cache=True, inline="always")
 def row_range(my, a, b, c, lim, r_lo, r_hi):
@@ -390,12 +399,15 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                         sf += l_f[f, j]
                     slots[k, 6 + f] = sf
 
-@njit(cache=True)
-def reduce_slots(ids, slots, n_gauss):
-    """Sum the per-intersection gradients per Gaussian (fixed order: deterministic)."""
+@njit(parallel=True, cache=True)
+def reduce_slots(order, g_offsets, g_slots, slots, n_gauss):
+    """Sum the per-intersection gradients per Gaussian, in parallel over Gaussians, each
+    in ascending tile order (fixed: the result does not depend on the thread count)."""
     out = np.zeros((n_gauss, slots.shape[1]), dtype=np.float32)
-    for p in range(ids.shape[0]):
-        g = ids[p]
-        for j in range(slots.shape[1]):
-            out[g, j] += slots[p, j]
+    for i in prange(order.shape[0]):
+        g = order[i]
+        for s in range(g_offsets[i], g_offsets[i + 1]):
+            p = g_slots[s]
+            for j in range(slots.shape[1]):
+                out[g, j] += slots[p, j]
     return out

@@ -31,12 +31,12 @@ lim_slack = f32(1e-3)
 
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def tile_boxes(order, mx, my, sxx, syy, opac, width, height, n_tiles_x, n_tiles_y):
     """Tile box [tx0, tx1) x [ty0, ty1) of each Gaussian in ``order`` (empty: tx1 <= tx0)."""
     n = order.shape[0]
     box = np.zeros((n, 4), dtype=np.int32)
-    for i in range(n):
+    for i in prange(n):
         g = order[i]
         o = opac[g]
         if not (o * f32(255.0) > f32(1.0)):

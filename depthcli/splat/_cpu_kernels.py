@@ -64,7 +64,10 @@ def bin_tiles(order, cams, box, n_tiles_x, n_tiles_per_cam, n_cams):
     """Per-tile Gaussian lists: ``offsets`` [C * tiles + 1] into ``ids`` (flat Gaussian
     ids, each tile's list in the order of ``order``, i.e. front to back), and the inverse:
     ``g_offsets`` [len(order) + 1] into ``g_slots``, the positions in ``ids`` of each
-    listed Gaussian's entries (its box's tiles in row-major order, i.e. ascending tile)."""
+    listed Gaussian's entries (its box's tiles in row-major order, i.e. ascending tile),
+    and ``slot_of`` [P]: for each entry of ``ids``, its position in that Gaussian-major
+    order (the backward writes its per-intersection gradients there, so that the
+    per-Gaussian sums read contiguous memory)."""
     n_tiles = n_cams * n_tiles_per_cam
     counts = np.zeros(n_tiles + 1, dtype=np.int64)
     n = order.shape[0]
@@ -79,7 +82,7 @@ def bin_tiles(order, cams, box, n_tiles_x, n_tiles_per_cam, n_cams):
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
     ids = np.empty(counts[n_tiles], dtype=np.int64)
-    g_slots = np.empty(counts[n_tiles], dtype=np.int64)
+    slot_of = np.empty(counts[n_tiles], dtype=np.int64)
     cursor = counts[:n_tiles].copy()
     for i in range(n):
         base = cams[i] * n_tiles_per_cam
@@ -88,10 +91,10 @@ def bin_tiles(order, cams, box, n_tiles_x, n_tiles_per_cam, n_cams):
             for tx in range(box[i, 0], box[i, 1]):
                 t = base + ty * n_tiles_x + tx
                 ids[cursor[t]] = order[i]
-                g_slots[j] = cursor[t]
+                slot_of[cursor[t]] = j
                 j += 1
                 cursor[t] += 1
-    return counts, ids, g_offsets, g_slots
+    return counts, ids, g_offsets, slot_of
 
 @njit(cache=True, inline="always")
 def row_range(my, a, b, c, lim, r_lo, r_hi):
@@ -261,9 +264,9 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
 
 @njit(parallel=True, cache=True, fastmath=False)
 def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
-             t_final, last, g_out, g_acc, slots):
+             t_final, last, g_out, g_acc, slot_of, slots):
     """Back-to-front gradients, one tile per task. ``slots`` [len(ids), 6 + F]: per
-    intersection dL/d(mx, my, a, b, c, o, f...). The tile's Gaussians are taken back
+    intersection dL/d(mx, my, a, b, c, o, f...), intersection ``k`` at row ``slot_of[k]``. The tile's Gaussians are taken back
     to front from the last one any pixel composited; each pixel only takes those at or
     before its own last one, recovering ``T`` by division and keeping the suffix sum.
     As in the forward, rows are walked as whole masked 16-pixel tile rows; the
@@ -387,27 +390,28 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                     s_b += l_b[j]
                     s_c += l_c[j]
                     s_o += l_o[j]
-                slots[k, 0] = s_mx
-                slots[k, 1] = s_my
-                slots[k, 2] = s_a
-                slots[k, 3] = s_b
-                slots[k, 4] = s_c
-                slots[k, 5] = s_o
+                sk = slot_of[k]
+                slots[sk, 0] = s_mx
+                slots[sk, 1] = s_my
+                slots[sk, 2] = s_a
+                slots[sk, 3] = s_b
+                slots[sk, 4] = s_c
+                slots[sk, 5] = s_o
                 for f in range(F):
                     sf = ZERO
                     for j in range(TILE):
                         sf += l_f[f, j]
-                    slots[k, 6 + f] = sf
+                    slots[sk, 6 + f] = sf
 
 @njit(parallel=True, cache=True)
-def reduce_slots(order, g_offsets, g_slots, slots, n_gauss):
-    """Sum the per-intersection gradients per Gaussian, in parallel over Gaussians, each
-    in ascending tile order (fixed: the result does not depend on the thread count)."""
+def reduce_slots(order, g_offsets, slots, n_gauss):
+    """Sum the per-intersection gradients (``slots``, Gaussian-major, see :func:`bin_tiles`)
+    per Gaussian, in parallel over Gaussians, each in ascending tile order (fixed: the
+    result does not depend on the thread count)."""
     out = np.zeros((n_gauss, slots.shape[1]), dtype=np.float32)
     for i in prange(order.shape[0]):
         g = order[i]
-        for s in range(g_offsets[i], g_offsets[i + 1]):
-            p = g_slots[s]
+        for p in range(g_offsets[i], g_offsets[i + 1]):
             for j in range(slots.shape[1]):
                 out[g, j] += slots[p, j]
     return out

@@ -48,8 +48,10 @@ class DemoConfig:
     scene_frames: int = 2  #: frames per estimator room (many rooms, few views: more variety per image)
     estimator_width: int = 112  #: estimator image width (pixels)
     estimator_height: int = 84  #: estimator image height (pixels)
-    estimator_size: int = 84  #: estimator training crop / input side (multiple of 14)
-    estimator_steps: int = 400  #: training steps of the teacher, and of the student
+    #: estimator training crop / input side (multiple of 14; up to twice the images' short side:
+    #: 126, tiny-synth's own size, sees the 112x84 rooms upsampled, on a 9x9 token grid)
+    estimator_size: int = 126
+    estimator_steps: int = 200  #: training steps of the teacher, and of the student
     estimator_lr: float = 1e-3  #: peak learning rate of teacher and student
     heldout_rooms: int = 8  #: held-out rooms the estimators are scored on
     heldout_frames: int = 2  #: frames per held-out room
@@ -211,7 +213,7 @@ def _explain_scores(scores: dict[str, float], cfg: DemoConfig) -> None:
     if cfg.init:
         log(f"Both started from the checkpoint {cfg.init} (tiny-synth: pretrained by depthcli on other synthetic "
             "scenes, see its depthcli.json), as Depth-Anything-V2's students start from a pretrained encoder; "
-            "[bold]--from-scratch[/bold] trains both from random weights (then the teacher barely beats the ramp).")
+            "[bold]--from-scratch[/bold] trains both from random weights instead.")
     if cfg.teacher is None:
         log("These are tiny models (the Depth-Anything-V2 architecture at ~1/100 of the Small model's size) trained "
             "for about a minute on synthetic rooms. A published Depth-Anything-V2 checkpoint, trained on millions of "

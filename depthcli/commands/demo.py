@@ -18,7 +18,7 @@ def command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo folder."),
     splat_steps: int = typer.Option(300, help="Gaussian-splat training steps."),
     estimators: bool = typer.Option(True, "--estimators/--no-estimators", help="Run the teacher/student stage."),
-    estimator_steps: int = typer.Option(400, help="Training steps of the teacher, and of its student."),
+    estimator_steps: int = typer.Option(200, help="Training steps of the teacher, and of its student."),
     scenes: int = typer.Option(64, help="Labeled rooms for the teacher (and as many unlabeled ones for the student)."),
     teacher: Optional[Path] = typer.Option(
         None, help="Use this local Depth-Anything-V2 checkpoint folder as the teacher instead of training one."),

@@ -30,6 +30,11 @@ from depthcli.console import console, log
 from depthcli.errors import DepthcliError
 
 
+#: Room i of each estimator set is ``synth`` seed ``cfg.seed + offset + i``: sets far apart, so no
+#: room is in two sets (nor among the shipped checkpoint's pretraining rooms, seeds 1000000 on).
+SEED_OFFSETS = {"labeled": 100_000, "unlabeled": 200_000, "heldout": 300_000}
+
+
 @dataclass
 class DemoConfig:
     out: Path = Path("depthcli-demo")  #: folder for everything the demo writes
@@ -43,12 +48,17 @@ class DemoConfig:
     scene_frames: int = 2  #: frames per estimator room (many rooms, few views: more variety per image)
     estimator_width: int = 112  #: estimator image width (pixels)
     estimator_height: int = 84  #: estimator image height (pixels)
-    estimator_size: int = 84  #: estimator training crop / input side (multiple of 14)
-    estimator_steps: int = 400  #: training steps of the teacher, and of the student
+    #: estimator training crop / input side (multiple of 14; up to twice the images' short side:
+    #: 126, tiny-synth's own size, sees the 112x84 rooms upsampled, on a 9x9 token grid)
+    estimator_size: int = 126
+    estimator_steps: int = 200  #: training steps of the teacher, and of the student
     estimator_lr: float = 1e-3  #: peak learning rate of teacher and student
     heldout_rooms: int = 8  #: held-out rooms the estimators are scored on
     heldout_frames: int = 2  #: frames per held-out room
     teacher: Path | None = None  #: a local Depth-Anything-V2 checkpoint folder to use as the teacher
+    #: checkpoint the teacher is fine-tuned from and the student starts from (a folder, or the
+    #: name of one shipped with depthcli); None = both from random weights
+    init: str | None = "tiny-synth"
     threads: int = 1  #: torch CPU threads (1 is fastest on small shared CPUs)
     seed: int = 0  #: seed for every stage
 
@@ -69,12 +79,18 @@ class DemoConfig:
         if self.estimator_size % 14:
             raise DepthcliError(f"--estimator-size must be a multiple of 14 (the patch size), got {self.estimator_size}",
                                 f"e.g. {max(14, self.estimator_size // 14 * 14)}")
-        if self.estimator_size > min(self.estimator_width, self.estimator_height):
-            raise DepthcliError(f"--estimator-size {self.estimator_size} is larger than the estimator images "
-                                f"({self.estimator_width}x{self.estimator_height})")
+        if self.estimator_size > 2 * min(self.estimator_width, self.estimator_height):
+            raise DepthcliError(f"--estimator-size {self.estimator_size} is more than twice the estimator images' "
+                                f"short side ({self.estimator_width}x{self.estimator_height})")
         if not (isinstance(self.estimator_lr, (int, float)) and math.isfinite(self.estimator_lr)
                 and 0 < self.estimator_lr <= 1):
             raise DepthcliError(f"--estimator-lr must be a number in (0, 1], got {self.estimator_lr!r}")
+        if self.init is not None:
+            from depthcli.estimators.models import resolve_checkpoint
+
+            if not (resolve_checkpoint(self.init) / "config.json").is_file():
+                raise DepthcliError(f"--init '{self.init}' is neither a model folder nor a shipped checkpoint",
+                                    "pass tiny-synth, a depthcli train output's model/ folder, or --from-scratch")
         if self.teacher is not None and not (Path(self.teacher) / "config.json").is_file():
             raise DepthcliError(f"--teacher '{self.teacher}' is not a model folder (no config.json)",
                                 "pass a local Depth-Anything-V2-*-hf folder or a depthcli train output's model/")
@@ -154,6 +170,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         if cfg.estimators:
             scores = _estimator_stage(cfg, tmp, tables, clock)
             summary.update({f"{k}_abs_rel": round(v, 4) for k, v in scores.items()})
+            summary["estimator_init"] = cfg.init
         with clock.stage("pictures: overview.png" + (" and errors.png" if cfg.estimators else ""), "pictures"):
             write_overview(tmp, cfg.estimators)
             if cfg.estimators:
@@ -187,11 +204,16 @@ def _explain_scores(scores: dict[str, float], cfg: DemoConfig) -> None:
     """Say in words how the estimators compare with the ramp, and what real checkpoints do."""
     ramp, teacher, student = scores["ramp"], scores["teacher"], scores["student"]
     what = f"the checkpoint {cfg.teacher}" if cfg.teacher else (
-        f"a {cfg.estimator_steps}-step CPU model trained on {cfg.scenes * cfg.scene_frames} synthetic images")
+        f"a {cfg.estimator_steps}-step CPU model trained on {cfg.scenes * cfg.scene_frames} synthetic images"
+        + (f", fine-tuned from the checkpoint {cfg.init}" if cfg.init else ", from random weights"))
     log(f"\nOn {cfg.heldout_rooms * cfg.heldout_frames} views of {cfg.heldout_rooms} held-out rooms the teacher ({what}) has AbsRel {teacher:.3f}: {teacher / ramp:.2f} x the "
         f"vertical-ramp baseline ({ramp:.3f}, a guess that knows only that floors are near the bottom of a picture). "
         f"The student, which never saw a depth label, only the teacher's pseudo-labels, has {student:.3f}: "
         f"{student / teacher:.2f} x its teacher.")
+    if cfg.init:
+        log(f"Both started from the checkpoint {cfg.init} (tiny-synth: pretrained by depthcli on other synthetic "
+            "scenes, see its depthcli.json), as Depth-Anything-V2's students start from a pretrained encoder; "
+            "[bold]--from-scratch[/bold] trains both from random weights instead.")
     if cfg.teacher is None:
         log("These are tiny models (the Depth-Anything-V2 architecture at ~1/100 of the Small model's size) trained "
             "for about a minute on synthetic rooms. A published Depth-Anything-V2 checkpoint, trained on millions of "
@@ -216,9 +238,11 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list, clock: _Clock) ->
         # and held-out rooms neither has seen (room i of a set is made from seed + i: the
         # sets' seeds are far apart, so no room is in two sets).
         if cfg.teacher is None:
-            synthesize(SynthConfig(out=data / "labeled", scenes=cfg.scenes, seed=cfg.seed + 100_000, **size))
-        synthesize(SynthConfig(out=data / "unlabeled", scenes=cfg.scenes, seed=cfg.seed + 200_000, **size))
-        synthesize(SynthConfig(out=data / "heldout_rooms", scenes=cfg.heldout_rooms, seed=cfg.seed + 300_000,
+            synthesize(SynthConfig(out=data / "labeled", scenes=cfg.scenes,
+                                   seed=cfg.seed + SEED_OFFSETS["labeled"], **size))
+        synthesize(SynthConfig(out=data / "unlabeled", scenes=cfg.scenes,
+                               seed=cfg.seed + SEED_OFFSETS["unlabeled"], **size))
+        synthesize(SynthConfig(out=data / "heldout_rooms", scenes=cfg.heldout_rooms, seed=cfg.seed + SEED_OFFSETS["heldout"],
                                **{**size, "frames": cfg.heldout_frames}))
         _merge_rooms(data / "heldout_rooms", data / "heldout")
     # A light gradient-matching term (SSI : GM = 1 : 0.5 instead of 1 : 2): at this budget the
@@ -227,10 +251,15 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list, clock: _Clock) ->
     common = dict(preset="tiny", size=cfg.estimator_size, epochs=100000, batch_size=8, lr=cfg.estimator_lr,
                   max_steps=cfg.estimator_steps, threads=cfg.threads, seed=cfg.seed,
                   checkpoint_every=cfg.estimator_steps, quiet=False, grad_weight=0.5)
+    init = None
+    if cfg.init is not None:
+        from depthcli.estimators.models import resolve_checkpoint
+
+        init = resolve_checkpoint(cfg.init)
     if cfg.teacher is None:
         with clock.stage("5/5 train: the teacher on synthetic depth labels", "train (teacher)"):
             teacher = Path(train_estimator(TrainConfig(
-                datasets=[data / "labeled"], out=data / "teacher", val_fraction=0.0, **common))["model"])
+                datasets=[data / "labeled"], out=data / "teacher", val_fraction=0.0, init=init, **common))["model"])
     else:
         teacher = Path(cfg.teacher)
     label_size = None if cfg.teacher is None else 14 * max(1, round(2 * cfg.estimator_height / 14))
@@ -238,12 +267,16 @@ def _estimator_stage(cfg: DemoConfig, out: Path, tables: list, clock: _Clock) ->
         # The student never sees a synthetic label: only the teacher's pseudo-labels on these images.
         student = Path(distill(DistillConfig(
             teachers=[teacher], images=data / "unlabeled", out=data / "student", label_size=label_size,
-            **common))["model"])
+            init=init, **common))["model"])
     with clock.stage("5/5 predict + eval: teacher, student and a vertical ramp on held-out rooms", "predict + eval"):
         preds = []
-        for name, model in (("teacher", teacher), ("student", student)):
+        models = [("teacher", teacher), ("student", student)]
+        if init is not None:  # the starting point as shipped, so the table shows what fine-tuning added
+            models.append(("pretrained", init))
+        for name, model in models:
             predict(PredictConfig(model=model, images=data / "heldout" / "images", out=data / f"pred_{name}",
-                                  size=label_size if name == "teacher" else None, threads=cfg.threads))
+                                  size=label_size if name == "teacher" else cfg.estimator_size if name == "pretrained"
+                                  else None, threads=cfg.threads))
             preds.append(data / f"pred_{name}")
         preds.append(_ramp_baseline(data / "heldout", data / "pred_ramp"))
         res = evaluate(EvalConfig(preds=preds, gt=data / "heldout", align="lstsq-disparity", pred_kind="disparity",

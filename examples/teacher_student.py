@@ -3,14 +3,19 @@
 1. synthetic scenes with exact depth (``depthcli synth`` when available, else a
    small built-in ray-cast generator): training scenes, held-out test scenes, and
    *unlabeled* images of further scenes (their depth is thrown away);
-2. a ``tiny`` teacher trained on the synthetic labels only (time-boxed);
+2. a ``tiny`` teacher trained on the synthetic labels only (time-boxed), by default
+   fine-tuned from ``tiny-synth``, the checkpoint shipped with depthcli (pretrained by
+   ``depthcli train`` on 2400 images of 1200 other synthetic scenes, seeds 1000000-1001199,
+   disjoint from the ones below; ``--from-scratch`` starts from random weights instead);
 3. pseudo-labels: the teacher predicts on the unlabeled images;
-4. a student trained on the pseudo-labels only (strong perturbations, 1+ epochs);
+4. a student trained on the pseudo-labels only (strong perturbations, 1+ epochs), starting
+   from the same checkpoint as the teacher (Depth-Anything-V2's students also start from a
+   pretrained encoder);
 5. AbsRel / delta1 after least-squares alignment in disparity space on the
    held-out scenes, for teacher, student and two trivial baselines (a constant
    and a vertical ramp).
 
-Run:  python examples/teacher_student.py OUT [--quick] [--teacher-minutes 8]
+Run:  python examples/teacher_student.py OUT [--quick] [--teacher-minutes 8] [--from-scratch]
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: Scene i of each set is made from ``seed + offset + i`` (tests check these stay clear of the
+#: shipped checkpoint's pretraining scenes).
+SEED_OFFSETS = {"test": 1, "train": 10_000, "unlabeled": 20_000}
 
 # ----------------------------------------------------------------------------- data
 
@@ -156,18 +164,20 @@ def evaluate(predict_fn, scenes: Path) -> dict[str, float]:
 
 def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_minutes: float | None = None,
         threads: int = 1, seed: int = 0, toy: bool = False, teacher_steps: int | None = None,
-        student_steps: int | None = None, quiet: bool = False) -> dict:
+        student_steps: int | None = None, quiet: bool = False, init: str | None = "tiny-synth") -> dict:
     """The whole experiment; returns the metrics (also written to ``out/results.json``).
 
     The student gets a wall-time budget (default: the teacher's) instead of
     ``distill``'s default of one epoch: our unlabeled set is a few hundred
     images, where Depth-Anything's is tens of millions. ``teacher_steps`` /
-    ``student_steps`` cap the steps instead (deterministic; used by CI).
+    ``student_steps`` cap the steps instead (deterministic; used by CI). ``init``:
+    the checkpoint teacher and student start from (a folder or a shipped name;
+    None = random weights).
     """
     import torch
 
     from depthcli.estimators.distill import DistillConfig, distill
-    from depthcli.estimators.models import load_model, predict_disparity
+    from depthcli.estimators.models import load_model, predict_disparity, resolve_checkpoint
     from depthcli.estimators.training import TrainConfig, train_estimator
 
     torch.set_num_threads(threads)
@@ -179,22 +189,23 @@ def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_mi
     n_train, train_frames, n_unl, unl_frames = (8, 8, 8, 8) if quick else (120, 4, 80, 4)
     n_test, test_frames = (2, 8) if quick else (5, 8)
     size = 84 if quick else 126
+    init_path = None if init is None else resolve_checkpoint(init)
     t0 = time.time()
     # Scene i of a set is made from seed + i: the sets' seeds are far apart, so no test
     # scene is also a training or unlabeled scene.
-    make_scenes(out / "test", n_test, test_frames, w, h, seed + 1, toy)
-    generator = make_scenes(out / "train", n_train, train_frames, w, h, seed + 10_000, toy)
-    make_scenes(out / "unlabeled_src", n_unl, unl_frames, w, h, seed + 20_000, toy)
+    make_scenes(out / "test", n_test, test_frames, w, h, seed + SEED_OFFSETS["test"], toy)
+    generator = make_scenes(out / "train", n_train, train_frames, w, h, seed + SEED_OFFSETS["train"], toy)
+    make_scenes(out / "unlabeled_src", n_unl, unl_frames, w, h, seed + SEED_OFFSETS["unlabeled"], toy)
     export_images(out / "unlabeled_src", out / "unlabeled")
     t_data = time.time() - t0
 
     teacher = train_estimator(TrainConfig(
-        datasets=[out / "train"], out=out / "teacher", preset="tiny", size=size, epochs=100000, batch_size=8,
+        datasets=[out / "train"], out=out / "teacher", preset="tiny", init=init_path, size=size, epochs=100000, batch_size=8,
         lr=1e-3, val_fraction=0.05, max_minutes=None if teacher_steps else teacher_minutes,
         max_steps=teacher_steps, checkpoint_every=500, threads=threads, seed=seed, overwrite=True, quiet=quiet))
     student = distill(DistillConfig(
         teachers=[out / "teacher" / "model"], images=out / "unlabeled", out=out / "distill", stage="all",
-        preset="tiny", size=size, epochs=100000, batch_size=8, lr=1e-3,
+        preset="tiny", init=init_path, size=size, epochs=100000, batch_size=8, lr=1e-3,
         max_minutes=None if student_steps else student_minutes, max_steps=student_steps,
         checkpoint_every=500, threads=threads, seed=seed + 1, overwrite=True, quiet=quiet))
 
@@ -211,8 +222,11 @@ def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_mi
         "data_seconds": round(t_data, 1), "train_images": n_train * train_frames,
         "unlabeled_images": n_unl * unl_frames, "test_images": n_test * test_frames,
         "resolution": f"{w}x{h}", "size": size, "threads": threads,
-        "data": generator,
+        "data": generator, "init": init,
     }
+    if init_path is not None:  # the starting point as shipped, for comparison
+        pm = load_model(init_path)
+        res["pretrained"] = evaluate(lambda im: predict_disparity(pm, im, size), out / "test")
     res["student_over_teacher"] = res["student"]["abs_rel"] / res["teacher"]["abs_rel"]
     (out / "results.json").write_text(json.dumps(res, indent=1))
     return res
@@ -227,10 +241,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a busy shared machine: OpenMP threads spin)")
     ap.add_argument("--toy", action="store_true", help="use the built-in toy scenes even if depthcli synth exists")
+    ap.add_argument("--from-scratch", action="store_true",
+                    help="teacher and student from random weights, not from the shipped tiny-synth checkpoint")
     args = ap.parse_args()
-    res = run(args.out, args.quick, args.teacher_minutes, args.student_minutes, args.threads, toy=args.toy)
-    for k in ("teacher", "student", "constant", "vertical_ramp"):
-        print(f"{k:14s} AbsRel {res[k]['abs_rel']:.4f}  delta1 {res[k]['delta1']:.4f}")
+    res = run(args.out, args.quick, args.teacher_minutes, args.student_minutes, args.threads, toy=args.toy,
+              init=None if args.from_scratch else "tiny-synth")
+    for k in ("pretrained", "teacher", "student", "constant", "vertical_ramp"):
+        if k in res:
+            print(f"{k:14s} AbsRel {res[k]['abs_rel']:.4f}  delta1 {res[k]['delta1']:.4f}")
     print(f"student / teacher AbsRel: {res['student_over_teacher']:.3f}")
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}))
 

@@ -23,11 +23,14 @@ def test_demo_end_to_end_estimators_learn(tmp_path, capsys):
     assert pred.depth_kind == "disparity" and pred.depth_units == "affine"
     assert (out / "splats" / "splats.ply").is_file()
     assert 0 <= summary["splat_heldout"]["abs_rel"] < 1
-    # The quality bars: the teacher beats a vertical ramp on rooms it never saw, and the student,
-    # trained on pseudo-labels only, stays within 15 % of its teacher.
+    # The quality bars: the teacher (fine-tuned from the shipped tiny-synth) clearly beats a vertical
+    # ramp on rooms it never saw (measured 0.71 x with these settings; the goal is 0.7 x), and
+    # the student, trained on pseudo-labels only, stays within 15 % of its teacher.
     ramp, teacher, student = summary["ramp_abs_rel"], summary["teacher_abs_rel"], summary["student_abs_rel"]
-    assert teacher <= 0.95 * ramp, (teacher, ramp)
+    assert summary["estimator_init"] == "tiny-synth"
+    assert teacher <= 0.75 * ramp, (teacher, ramp)
     assert student <= 1.15 * teacher, (student, teacher)
+    assert summary["pretrained_abs_rel"] < ramp  # the starting point as shipped, scored beside them
     # Readable pictures.
     for name in ("overview.png", "errors.png"):
         img = cv2.imread(str(out / name))
@@ -64,6 +67,12 @@ def test_demo_refuses_a_teacher_that_is_not_a_model(tmp_path, run_cli):
     (tmp_path / "notamodel").mkdir()
     code, _, err = run_cli("demo", tmp_path / "d", "--teacher", tmp_path / "notamodel")
     assert code == 1 and "--teacher" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_refuses_an_init_that_is_not_a_model(tmp_path, run_cli):
+    code, _, err = run_cli("demo", tmp_path / "d", "--init", tmp_path / "nope")
+    assert code == 1 and "--init" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()
 
 

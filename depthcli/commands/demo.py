@@ -18,10 +18,14 @@ def command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo folder."),
     splat_steps: int = typer.Option(300, help="Gaussian-splat training steps."),
     estimators: bool = typer.Option(True, "--estimators/--no-estimators", help="Run the teacher/student stage."),
-    estimator_steps: int = typer.Option(400, help="Training steps of the teacher, and of its student."),
+    estimator_steps: int = typer.Option(200, help="Training steps of the teacher, and of its student."),
     scenes: int = typer.Option(64, help="Labeled rooms for the teacher (and as many unlabeled ones for the student)."),
     teacher: Optional[Path] = typer.Option(
         None, help="Use this local Depth-Anything-V2 checkpoint folder as the teacher instead of training one."),
+    init: str = typer.Option(
+        "tiny-synth", help="Checkpoint the teacher is fine-tuned from and the student starts from: a folder, or "
+        "tiny-synth (shipped with depthcli, pretrained on other synthetic scenes)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train teacher and student from random weights."),
     seed: int = typer.Option(0, help="Seed of every stage."),
     json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -29,5 +33,6 @@ def command(
     from depthcli.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, overwrite=overwrite, splat_steps=splat_steps, estimators=estimators,
-                     estimator_steps=estimator_steps, scenes=scenes, teacher=teacher, seed=seed)
+                     estimator_steps=estimator_steps, scenes=scenes, teacher=teacher,
+                     init=None if from_scratch else init, seed=seed)
     report(run_demo(cfg), "demo", as_json=json)

@@ -18,7 +18,7 @@ def command(
     agreement: bool = typer.Option(True, "--agreement/--no-agreement", help="With >= 2 teachers, mask disputed pixels."),
     label_size: Optional[int] = typer.Option(None, "--label-size", help="Teacher input short side (multiple of 14)."),
     preset: str = typer.Option("tiny", "--preset", help="Student size: tiny|small|base|large."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start the student from this checkpoint."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start the student from this checkpoint folder, or tiny-synth (shipped with depthcli)."),
     epochs: int = typer.Option(1, "--epochs", help="Student epochs."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process)."),
     lr: float = typer.Option(5e-4, "--lr", help="Student peak learning rate."),

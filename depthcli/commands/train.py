@@ -16,7 +16,7 @@ def command(
         None, "--weight", help="Sampling weight of each DATASET, in order (repeat the flag); frames are drawn by source weight."
     ),
     preset: str = typer.Option("tiny", "--preset", help="Model size: tiny|small|base|large."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint folder (transformers format)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint folder (transformers format), or tiny-synth (shipped with depthcli)."),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process)."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (decoder)."),

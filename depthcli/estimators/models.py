@@ -41,6 +41,27 @@ PRESETS: dict[str, dict[str, Any]] = {
                   input_size=518),
 }
 META_FILE = "depthcli.json"
+#: Checkpoints shipped as package data (``depthcli/estimators/pretrained/NAME/``); each one's
+#: ``depthcli.json`` says how it was made (``provenance``: the depthcli commands that rebuild it).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def pretrained_checkpoint(name: str = "tiny-synth") -> Path:
+    """The folder of a checkpoint shipped with depthcli (see ``PRETRAINED_DIR``)."""
+    names = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file()) \
+        if PRETRAINED_DIR.is_dir() else []
+    if name not in names:
+        raise DepthcliError(f"no shipped checkpoint '{name}'",
+                            f"shipped: {', '.join(names) or 'none (is depthcli installed with its package data?)'}")
+    return PRETRAINED_DIR / name
+
+
+def resolve_checkpoint(path: Path | str) -> Path:
+    """``path`` itself, or the shipped checkpoint of that name when no such folder exists (e.g. ``tiny-synth``)."""
+    p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and (PRETRAINED_DIR / p.name / "config.json").is_file():
+        return PRETRAINED_DIR / p.name
+    return p
 
 
 def make_config(preset: str, input_size: int | None = None):
@@ -100,12 +121,14 @@ def build_model(preset: str = "tiny", input_size: int | None = None, seed: int |
 def load_model(path: Path):
     """Load a transformers-format Depth-Anything checkpoint folder (no download).
 
+    A bare name that is not a folder here names a shipped checkpoint (``tiny-synth``).
+
     Raises :class:`DepthcliError` for a missing folder or an incompatible
     checkpoint (another architecture, a metric head, mismatched weights).
     """
     from transformers import AutoConfig, DepthAnythingForDepthEstimation
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_dir() or not (path / "config.json").is_file():
         raise DepthcliError(
             f"checkpoint '{path}' is not a model folder (no config.json)",

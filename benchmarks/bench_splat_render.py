@@ -226,7 +226,9 @@ def run_train_step(dataset, steps):
     T.render_depth = timed("render_fwd", T.render_depth)
     L.DepthSupervision.forward = timed("losses", L.DepthSupervision.forward)
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
-    torch.optim.Adam.step = timed("optimiser", torch.optim.Adam.step)
+    from depthcli.splat import optim as O
+
+    O.Adam.step = timed("optimiser", O.Adam.step)  # the CPU trainer's Adam (torch.optim.Adam on CUDA)
     D.TorchDensifyStrategy.step_pre_backward = timed("densify", D.TorchDensifyStrategy.step_pre_backward)
     post = D.TorchDensifyStrategy.step_post_backward
 

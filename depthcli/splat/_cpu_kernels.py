@@ -62,39 +62,27 @@ def tile_boxes(order, mx, my, sxx, syy, opac, width, height, n_tiles_x, n_tiles_
 @njit(cache=True)
 def bin_tiles(order, cams, box, n_tiles_x, n_tiles_per_cam, n_cams):
     """Per-tile Gaussian lists: ``offsets`` [C * tiles + 1] into ``ids`` (flat Gaussian
-    ids, each tile's list in the order of ``order``, i.e. front to back), and the inverse:
-    ``g_offsets`` [len(order) + 1] into ``g_slots``, the positions in ``ids`` of each
-    listed Gaussian's entries (its box's tiles in row-major order, i.e. ascending tile),
-    and ``slot_of`` [P]: for each entry of ``ids``, its position in that Gaussian-major
-    order (the backward writes its per-intersection gradients there, so that the
-    per-Gaussian sums read contiguous memory)."""
+    ids, each tile's list in the order of ``order``, i.e. front to back)."""
     n_tiles = n_cams * n_tiles_per_cam
     counts = np.zeros(n_tiles + 1, dtype=np.int64)
     n = order.shape[0]
-    g_offsets = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         base = cams[i] * n_tiles_per_cam
-        bw, bh = max(box[i, 1] - box[i, 0], 0), max(box[i, 3] - box[i, 2], 0)
-        g_offsets[i + 1] = g_offsets[i] + bw * bh
         for ty in range(box[i, 2], box[i, 3]):
             for tx in range(box[i, 0], box[i, 1]):
                 counts[base + ty * n_tiles_x + tx + 1] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
     ids = np.empty(counts[n_tiles], dtype=np.int64)
-    slot_of = np.empty(counts[n_tiles], dtype=np.int64)
     cursor = counts[:n_tiles].copy()
     for i in range(n):
         base = cams[i] * n_tiles_per_cam
-        j = g_offsets[i]
         for ty in range(box[i, 2], box[i, 3]):
             for tx in range(box[i, 0], box[i, 1]):
                 t = base + ty * n_tiles_x + tx
                 ids[cursor[t]] = order[i]
-                slot_of[cursor[t]] = j
-                j += 1
                 cursor[t] += 1
-    return counts, ids, g_offsets, slot_of
+    return counts, ids
 
 @njit(cache=True, inline="always")
 def row_range(my, a, b, c, lim, r_lo, r_hi):
@@ -264,9 +252,9 @@ def forward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tile
 
 @njit(parallel=True, cache=True, fastmath=False)
 def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_tiles_x, n_tiles_per_cam,
-             t_final, last, g_out, g_acc, slot_of, slots):
+             t_final, last, g_out, g_acc, slots):
     """Back-to-front gradients, one tile per task. ``slots`` [len(ids), 6 + F]: per
-    intersection dL/d(mx, my, a, b, c, o, f...), intersection ``k`` at row ``slot_of[k]``. The tile's Gaussians are taken back
+    intersection dL/d(mx, my, a, b, c, o, f...). The tile's Gaussians are taken back
     to front from the last one any pixel composited; each pixel only takes those at or
     before its own last one, recovering ``T`` by division and keeping the suffix sum.
     As in the forward, rows are walked as whole masked 16-pixel tile rows; the
@@ -390,7 +378,7 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                     s_b += l_b[j]
                     s_c += l_c[j]
                     s_o += l_o[j]
-                sk = slot_of[k]
+                sk = k
                 slots[sk, 0] = s_mx
                 slots[sk, 1] = s_my
                 slots[sk, 2] = s_a
@@ -403,15 +391,27 @@ def backward(offsets, ids, mx, my, ca, cb, cc, opac, feats, width, height, n_til
                         sf += l_f[f, j]
                     slots[sk, 6 + f] = sf
 
+#: the per-Gaussian sums are split into this many fixed ranges of intersections, summed in
+#: parallel into separate buffers that are then added in a fixed order: the result does not
+#: depend on the number of threads
+REDUCE_PARTS = 2
+
+
 @njit(parallel=True, cache=True)
-def reduce_slots(order, g_offsets, slots, n_gauss):
-    """Sum the per-intersection gradients (``slots``, Gaussian-major, see :func:`bin_tiles`)
-    per Gaussian, in parallel over Gaussians, each in ascending tile order (fixed: the
-    result does not depend on the thread count)."""
-    out = np.zeros((n_gauss, slots.shape[1]), dtype=np.float32)
-    for i in prange(order.shape[0]):
-        g = order[i]
-        for p in range(g_offsets[i], g_offsets[i + 1]):
-            for j in range(slots.shape[1]):
-                out[g, j] += slots[p, j]
+def reduce_slots(ids, slots, n_gauss):
+    """Sum the per-intersection gradients per Gaussian (deterministic: fixed ranges, fixed order)."""
+    n, m = ids.shape[0], slots.shape[1]
+    part = np.zeros((REDUCE_PARTS, n_gauss, m), dtype=np.float32)
+    step = (n + REDUCE_PARTS - 1) // REDUCE_PARTS
+    for q in prange(REDUCE_PARTS):
+        acc = part[q]
+        for p in range(q * step, min(n, (q + 1) * step)):
+            g = ids[p]
+            for j in range(m):
+                acc[g, j] += slots[p, j]
+    out = part[0].copy()
+    for g in prange(n_gauss):
+        for q in range(1, REDUCE_PARTS):
+            for j in range(m):
+                out[g, j] += part[q, g, j]
     return out

@@ -139,9 +139,7 @@ def project_cpu(means, quats, scales, viewmats, Ks, width, height, near_plane, f
 def bin_gaussians(means2d, cov2d, opac, depths, visible, width, height):
     """Tile lists of the visible Gaussians of every camera (flat ids ``c * N + n``).
 
-    Returns ``(offsets [C * tiles + 1], ids [P])`` (int64 numpy), the tile grid size and,
-    for the backward's per-Gaussian sums, ``(order, g_offsets, slot_of)`` (see
-    :func:`depthcli.splat._cpu_kernels.bin_tiles`)."""
+    Returns ``(offsets [C * tiles + 1], ids [P])`` (int64 numpy) and the tile grid size."""
     k = _kernels()
     C, N = visible.shape
     order_parts, cam_parts = [], []
@@ -159,8 +157,8 @@ def bin_gaussians(means2d, cov2d, opac, depths, visible, width, height):
     sxx, syy = _np32(cv[:, 0]), _np32(cv[:, 2])
     n_tx, n_ty = (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
     box = k["tile_boxes"](order, mx, my, sxx, syy, opac, _i64(width), _i64(height), _i64(n_tx), _i64(n_ty))
-    offsets, ids, g_offsets, slot_of = k["bin_tiles"](order, cams, box, _i64(n_tx), _i64(n_tx * n_ty), _i64(C))
-    return offsets, ids, n_tx, n_tx * n_ty, (order, g_offsets, slot_of)
+    offsets, ids = k["bin_tiles"](order, cams, box, _i64(n_tx), _i64(n_tx * n_ty), _i64(C))
+    return offsets, ids, n_tx, n_tx * n_ty
 
 
 class _Rasterize(torch.autograd.Function):
@@ -171,7 +169,7 @@ class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opac, feats, binning, width, height, info):
         k = _kernels()
-        offsets, ids, n_tx, n_tpc, _ = binning
+        offsets, ids, n_tx, n_tpc = binning
         G, F = feats.shape
         n_pix = (offsets.shape[0] - 1) // n_tpc * width * height
         arrays = (_np32(means2d[:, 0]), _np32(means2d[:, 1]), _np32(conics[:, 0]), _np32(conics[:, 1]),
@@ -193,8 +191,7 @@ class _Rasterize(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_out, g_acc):
         k = _kernels()
-        binning, arrays, t_final, last, width, height, G, dtype = ctx.state
-        offsets, ids, n_tx, n_tpc, (order, g_offsets, slot_of) = binning
+        (offsets, ids, n_tx, n_tpc), arrays, t_final, last, width, height, G, dtype = ctx.state
         F = arrays[-1].shape[1]
         n_pix = t_final.shape[0]
         go = _np32(g_out) if g_out is not None else np.zeros((n_pix, F), dtype=np.float32)
@@ -202,8 +199,8 @@ class _Rasterize(torch.autograd.Function):
         slots = np.zeros((ids.shape[0], 6 + F), dtype=np.float32)
         with _dynamic_schedule(k["numba"]):
             k["backward"](offsets, ids, *arrays, _i64(width), _i64(height), _i64(n_tx), _i64(n_tpc),
-                          t_final, last, go.reshape(n_pix, F), ga, slot_of, slots)
-        grads = torch.from_numpy(k["reduce_slots"](order, g_offsets, slots, _i64(G)))
+                          t_final, last, go.reshape(n_pix, F), ga, slots)
+        grads = torch.from_numpy(k["reduce_slots"](ids, slots, _i64(G)))
         del slots
         fd = ctx.needs_input_grad
         g_means2d = grads[:, 0:2].to(dtype) if fd[0] else None

@@ -14,7 +14,9 @@ A step is one render(mode="ED") (+ backward of mean(ED) + mean(alpha) for "fwd+b
 Every configuration (size x thread setting) runs in a fresh subprocess, and within it the
 cpu backend, then the torch backend, then the dense baseline, so their ratio comes from
 one process on one machine state. "1" thread = numba and torch on one thread; "all" =
-every core for both. "peak MiB" is the growth of the process's peak resident set
+every core (the cpu backend's kernels on every core and its few torch ops on one torch
+thread, as splat-train and render run it; the torch backend on every core). "peak MiB" is
+the growth of the process's peak resident set
 (getrusage ru_maxrss) over its resident set after building the scene; the cpu backend's
 is taken before the torch backend runs (the torch backend's includes the cpu run's, it
 is higher anyway). The torch backend is timed on fewer steps where it is slow, and is not
@@ -159,6 +161,10 @@ def run_one(n, width, height, threads):
     for backend in ("cpu", "torch"):
         if backend == "torch" and big > TORCH_MAX_ELEMENTS:
             continue
+        # as depthcli runs them: the cpu backend's few torch ops on one torch thread (splat-train's and
+        # render's default; torch's OpenMP workers spinning between ops would take cores from numba's),
+        # its compiled kernels on n_thr threads; the torch backend on n_thr torch threads
+        torch.set_num_threads(1 if backend == "cpu" else n_thr)
 
         def fwd():
             with torch.no_grad():

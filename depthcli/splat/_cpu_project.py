@@ -42,6 +42,36 @@ def _world_cov(quats, scales, n, S):
     return R, qn
 
 
+@njit(cache=True, inline="always")
+def _to_camera(V, means, n, S, p, cc):
+    """Centre ``p`` [3] and covariance ``cc`` [3, 3] (V S V^T) of Gaussian ``n`` in camera ``V``."""
+    for i in range(3):
+        p[i] = V[i, 0] * means[n, 0] + V[i, 1] * means[n, 1] + V[i, 2] * means[n, 2] + V[i, 3]
+    for i in range(3):
+        a0 = V[i, 0] * S[0, 0] + V[i, 1] * S[1, 0] + V[i, 2] * S[2, 0]
+        a1 = V[i, 0] * S[0, 1] + V[i, 1] * S[1, 1] + V[i, 2] * S[2, 1]
+        a2 = V[i, 0] * S[0, 2] + V[i, 1] * S[1, 2] + V[i, 2] * S[2, 2]
+        for j in range(3):
+            cc[i, j] = a0 * V[j, 0] + a1 * V[j, 1] + a2 * V[j, 2]
+
+
+@njit(cache=True, inline="always")
+def _screen_limits(K, width, height):
+    """Limits of the clamped x/z and y/z (gsplat's 1.3 x field of view): lox, hix, loy, hiy."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tfx, tfy = 0.5 * width / fx, 0.5 * height / fy
+    return -(cx / fx + 0.3 * tfx), (width - cx) / fx + 0.3 * tfx, -(cy / fy + 0.3 * tfy), (height - cy) / fy + 0.3 * tfy
+
+
+@njit(cache=True, inline="always")
+def _cov2d(j00, j02, j11, j12, cc, eps2d):
+    """``J cc J^T + eps2d I`` written out (J has two zeros): sxx, sxy, syy."""
+    sxx = j00 * j00 * cc[0, 0] + 2.0 * j00 * j02 * cc[0, 2] + j02 * j02 * cc[2, 2] + eps2d
+    syy = j11 * j11 * cc[1, 1] + 2.0 * j11 * j12 * cc[1, 2] + j12 * j12 * cc[2, 2] + eps2d
+    sxy = j00 * j11 * cc[0, 1] + j00 * j12 * cc[0, 2] + j02 * j11 * cc[1, 2] + j02 * j12 * cc[2, 2]
+    return sxx, sxy, syy
+
+
 @njit(parallel=True, cache=True)
 def project_forward(means, quats, scales, viewmats, Ks, width, height, near, far, eps2d, radius_clip,
                     means2d, depths, dists, cov2d, conics, radii, visible):
@@ -56,26 +86,16 @@ def project_forward(means, quats, scales, viewmats, Ks, width, height, near, far
             _world_cov(quats, scales, n, S)
             for c in range(C):
                 V = viewmats[c]
-                for i in range(3):
-                    p[i] = V[i, 0] * means[n, 0] + V[i, 1] * means[n, 1] + V[i, 2] * means[n, 2] + V[i, 3]
-                for i in range(3):
-                    a0 = V[i, 0] * S[0, 0] + V[i, 1] * S[1, 0] + V[i, 2] * S[2, 0]
-                    a1 = V[i, 0] * S[0, 1] + V[i, 1] * S[1, 1] + V[i, 2] * S[2, 1]
-                    a2 = V[i, 0] * S[0, 2] + V[i, 1] * S[1, 2] + V[i, 2] * S[2, 2]
-                    for j in range(3):
-                        cc[i, j] = a0 * V[j, 0] + a1 * V[j, 1] + a2 * V[j, 2]
+                _to_camera(V, means, n, S, p, cc)
                 x, y, z = p[0], p[1], p[2]
                 valid = near <= z <= far
                 zs = z if valid else 1.0
                 fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
-                tfx, tfy = 0.5 * width / fx, 0.5 * height / fy
-                txz = min(max(x / zs, -(cx / fx + 0.3 * tfx)), (width - cx) / fx + 0.3 * tfx)
-                tyz = min(max(y / zs, -(cy / fy + 0.3 * tfy)), (height - cy) / fy + 0.3 * tfy)
+                lox, hix, loy, hiy = _screen_limits(Ks[c], width, height)
+                txz, tyz = min(max(x / zs, lox), hix), min(max(y / zs, loy), hiy)
                 j00, j02 = fx / zs, -fx * txz / zs
                 j11, j12 = fy / zs, -fy * tyz / zs
-                sxx = j00 * j00 * cc[0, 0] + 2.0 * j00 * j02 * cc[0, 2] + j02 * j02 * cc[2, 2] + eps2d
-                syy = j11 * j11 * cc[1, 1] + 2.0 * j11 * j12 * cc[1, 2] + j12 * j12 * cc[2, 2] + eps2d
-                sxy = j00 * j11 * cc[0, 1] + j00 * j12 * cc[0, 2] + j02 * j11 * cc[1, 2] + j02 * j12 * cc[2, 2]
+                sxx, sxy, syy = _cov2d(j00, j02, j11, j12, cc, eps2d)
                 det = sxx * syy - sxy * sxy
                 ok = valid and det > 0.0
                 dets = det if ok else 1.0
@@ -112,28 +132,17 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, near, fa
             gmx, gmy, gmz = 0.0, 0.0, 0.0
             for c in range(C):
                 V = viewmats[c]
-                for i in range(3):
-                    p[i] = V[i, 0] * means[n, 0] + V[i, 1] * means[n, 1] + V[i, 2] * means[n, 2] + V[i, 3]
-                for i in range(3):
-                    a0 = V[i, 0] * S[0, 0] + V[i, 1] * S[1, 0] + V[i, 2] * S[2, 0]
-                    a1 = V[i, 0] * S[0, 1] + V[i, 1] * S[1, 1] + V[i, 2] * S[2, 1]
-                    a2 = V[i, 0] * S[0, 2] + V[i, 1] * S[1, 2] + V[i, 2] * S[2, 2]
-                    for j in range(3):
-                        cc[i, j] = a0 * V[j, 0] + a1 * V[j, 1] + a2 * V[j, 2]
+                _to_camera(V, means, n, S, p, cc)
                 x, y, z = p[0], p[1], p[2]
                 valid = near <= z <= far
                 zs = z if valid else 1.0
-                fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
-                tfx, tfy = 0.5 * width / fx, 0.5 * height / fy
-                lox, hix = -(cx / fx + 0.3 * tfx), (width - cx) / fx + 0.3 * tfx
-                loy, hiy = -(cy / fy + 0.3 * tfy), (height - cy) / fy + 0.3 * tfy
+                fx, fy = Ks[c, 0, 0], Ks[c, 1, 1]
+                lox, hix, loy, hiy = _screen_limits(Ks[c], width, height)
                 ux, uy = x / zs, y / zs
                 txz, tyz = min(max(ux, lox), hix), min(max(uy, loy), hiy)
                 j00, j02 = fx / zs, -fx * txz / zs
                 j11, j12 = fy / zs, -fy * tyz / zs
-                sxx = j00 * j00 * cc[0, 0] + 2.0 * j00 * j02 * cc[0, 2] + j02 * j02 * cc[2, 2] + eps2d
-                syy = j11 * j11 * cc[1, 1] + 2.0 * j11 * j12 * cc[1, 2] + j12 * j12 * cc[2, 2] + eps2d
-                sxy = j00 * j11 * cc[0, 1] + j00 * j12 * cc[0, 2] + j02 * j11 * cc[1, 2] + j02 * j12 * cc[2, 2]
+                sxx, sxy, syy = _cov2d(j00, j02, j11, j12, cc, eps2d)
                 det = sxx * syy - sxy * sxy
                 ok = valid and det > 0.0
                 ga, gb, gc = g_conics[c, n, 0], g_conics[c, n, 1], g_conics[c, n, 2]

@@ -29,3 +29,14 @@ def run_cli(capsys):
         return code, out, err
 
     return _run
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread (fast on a shared CI machine); the global setting is restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -20,13 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread (fast on a shared CI machine); restore the global setting afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_dataset(folder: Path, n: int = 6, h: int = 60, w: int = 80, seed: int = 0) -> Path:

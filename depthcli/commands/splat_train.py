@@ -44,6 +44,10 @@ def command(
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Ignore target depth beyond this (dataset units)."),
     max_init_points: int = typer.Option(60000, "--max-init-points", help="Initial Gaussians at most (voxel-downsampled)."),
     eval_every: int = typer.Option(500, "--eval-every", help="Steps between held-out evaluations."),
+    heldout_pose_align: bool = typer.Option(
+        True, "--heldout-pose-align/--no-heldout-pose-align",
+        help="At the end, also report held-out metrics after refining each held-out camera's pose against its "
+        "own depth (splats frozen; separates pose error from splat error)."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the job in OUT from its newest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing job folder."),
@@ -74,6 +78,7 @@ def command(
         max_depth=max_depth,
         max_init_points=max_init_points,
         eval_every=eval_every,
+        heldout_pose_align=heldout_pose_align,
         checkpoint_every=checkpoint_every,
         resume=resume,
         overwrite=overwrite,

@@ -82,6 +82,7 @@ class SplatTrainConfig:
     max_depth: Optional[float] = None  # target pixels beyond this depth (dataset units) are ignored, train + eval
     min_alpha: float = 0.5  # a pixel counts as covered (rendered) when its alpha exceeds this
     eval_every: int = 500  # steps between held-out evaluations (0: only at the end)
+    heldout_pose_align: bool = True  # also report held-out metrics after refining each held-out pose (splat/pose_align.py)
     checkpoint_every: int = 500  # steps between checkpoints (the last step always gets one)
     keep_checkpoints: int = 2  # checkpoints kept on disk
     resume: bool = False  # continue from the newest checkpoint in out
@@ -525,21 +526,29 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     depth_sup = DepthSupervision(cfg.depth_loss, cfg.grad_weight, cfg.multiscale_weight, cfg.multiscale_levels, cov_w)
     edge_images = loss_images(ds, views, train_ids, dev) if depth_sup.needs_image else {}
 
-    def evaluate() -> dict[str, Any]:
-        per_view = []
+    def evaluate(align_poses: bool = False) -> dict[str, Any]:
+        """Held-out metrics at the dataset's poses; with ``align_poses`` also after refining each
+        held-out pose against its own depth, splats frozen (``pose_aligned``)."""
+        per_view, aligned = [], []
         with torch.no_grad():
-            act = M.activated(params)
-            for i in test_ids:
-                v = views[i]
-                if not valid_mask(v.depth_world).any():
-                    continue
-                vm, K = cam(v.frame)
+            act = {k: (v.detach() if v is not None else None) for k, v in M.activated(params).items()}
+        for i in test_ids:
+            v = views[i]
+            if not valid_mask(v.depth_world).any():
+                continue
+            vm, K = cam(v.frame)
+            with torch.no_grad():
                 _, depth, alpha, _ = render_depth(act, vm, K, v.frame.width, v.frame.height, cfg.mode, backend)
-                pred = depth.cpu().numpy().astype(np.float64) * norm.scale
-                m = depth_metrics(pred, v.depth_world, alpha.cpu().numpy(), cfg.min_alpha)
-                m["frame"] = v.frame.name
-                per_view.append(m)
-        return {"mean": mean_metrics(per_view), "per_view": per_view}
+            pred = depth.cpu().numpy().astype(np.float64) * norm.scale
+            m = depth_metrics(pred, v.depth_world, alpha.cpu().numpy(), cfg.min_alpha)
+            m["frame"] = v.frame.name
+            per_view.append(m)
+            if align_poses:
+                aligned.append(_pose_aligned_metrics(act, v, vm, K, norm, cfg, backend))
+        out = {"mean": mean_metrics(per_view), "per_view": per_view}
+        if align_poses:
+            out["pose_aligned"] = {"mean": mean_metrics(aligned), "per_view": aligned}
+        return out
 
     def save_checkpoint(step: int, elapsed: float) -> None:
         rng_state = {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state,
@@ -625,7 +634,9 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     # --- final outputs (each file atomic), in the dataset's world frame and units
     from depthcli.io.ply import write_splats_ply
 
-    result = evaluate() if test_ids else {"mean": {}, "per_view": []}
+    if test_ids and cfg.heldout_pose_align:
+        log(f"aligning the {len(test_ids)} held-out cameras to their depth (splats frozen) ...")
+    result = evaluate(align_poses=cfg.heldout_pose_align) if test_ids else {"mean": {}, "per_view": []}
     arrays = M.params_to_arrays(params, norm, comments=[
         f"depthcli splat-train mode {cfg.mode}", f"depth_units {ds.depth_units}", f"dataset {Path(cfg.dataset).name}"])
     atomic_write(out / "splats.ply", lambda p: write_splats_ply(p, arrays))
@@ -642,6 +653,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         "heldout_frames": len(test_ids),
         "depth_units": ds.depth_units,
         "heldout": result["mean"],
+        **({"heldout_pose_aligned": result["pose_aligned"]["mean"]} if "pose_aligned" in result else {}),
         "final_loss": last_loss,
         "train_seconds": round(train_s, 2),
         "steps_per_second": round(steps_done / max(time.perf_counter() - t0, 1e-9), 2) if steps_done else None,
@@ -651,6 +663,8 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     }
     metrics = dict(summary)
     metrics["heldout_per_view"] = result["per_view"]
+    if "pose_aligned" in result:
+        metrics["heldout_pose_aligned_per_view"] = result["pose_aligned"]["per_view"]
     metrics["history"] = history
     metrics["config"] = cfg.to_json()
     atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=1))
@@ -662,6 +676,30 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
 
         warn(f"could not draw curves.png: {exc}")
     return summary
+
+
+def _pose_aligned_metrics(act: dict, view, vm, K, norm, cfg: SplatTrainConfig, backend: str) -> dict[str, Any]:
+    """Metrics of one held-out view after :func:`depthcli.splat.pose_align.align_camera`
+    (training frame inside; the correction's translation reported in dataset units)."""
+    import torch
+
+    from depthcli.splat.pose_align import align_camera
+
+    def render_fn(viewmat, K_, w, h):
+        _, depth, alpha, _ = render_depth(act, viewmat.to(vm.device), K_.to(vm.device), w, h, cfg.mode, backend)
+        return depth.cpu(), alpha.cpu()
+
+    fr = view.frame
+    target = (view.depth_world / norm.scale).astype(np.float32)
+    res = align_camera(render_fn, vm.cpu().numpy(), K.cpu().numpy(), fr.width, fr.height, target,
+                       min_alpha=cfg.min_alpha)
+    with torch.no_grad():
+        vm2 = torch.tensor(res.cam_from_world, dtype=torch.float32, device=vm.device)
+        _, depth, alpha, _ = render_depth(act, vm2, K, fr.width, fr.height, cfg.mode, backend)
+    m = depth_metrics(depth.cpu().numpy().astype(np.float64) * norm.scale, view.depth_world, alpha.cpu().numpy(),
+                      cfg.min_alpha)
+    m.update(frame=fr.name, rotation_deg=res.rotation_deg, translation=res.translation * norm.scale)
+    return m
 
 
 def _finite(value):

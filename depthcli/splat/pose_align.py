@@ -1,0 +1,128 @@
+"""Held-out camera alignment: refine one camera's pose against its own depth, splats frozen.
+
+Real captures come with poses from SLAM or SfM, off by a few millimetres and a fraction of
+a degree. A held-out view whose pose is off by 0.5 degrees sees every depth edge a few
+pixels away from where the splats put it, and its AbsRel then measures the pose as much
+as the splats. :func:`align_camera` finds the small rigid correction ``E`` (camera frame:
+``cam_from_world' = E @ cam_from_world``) that minimises the mean relative depth error
+``|depth - target| / target`` over the pixels that are valid and rendered, with the splats
+fixed: 6 numbers per view, fitted to ~10^5 pixels, the test-time pose optimisation of
+novel-view evaluations with noisy poses. The trainer reports held-out metrics both
+before (the headline) and after it.
+
+``E = exp(xi^)`` with ``xi = (omega, v)``: ``omega`` a rotation vector (radians), ``v`` a
+translation in the scene's units, optimised by Adam, first on a half-resolution image
+(2x2 blocks of valid target pixels averaged) and then at full resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PoseAlignment:
+    cam_from_world: np.ndarray  # [4, 4] refined pose (same frame and units as the input)
+    rotation_deg: float  # angle of the correction E
+    translation: float  # length of E's translation (the input's units)
+    loss_before: float  # mean relative depth error at the input pose (full resolution)
+    loss_after: float  # ... at the refined pose
+
+
+def se3_exp(xi):
+    """4x4 matrix exponential of the twist ``xi = (omega, v)`` [6] (torch, differentiable)."""
+    import torch
+
+    w, v = xi[:3], xi[3:]
+    z = torch.zeros((), dtype=xi.dtype)
+    hat = torch.stack([
+        torch.stack([z, -w[2], w[1], v[0]]),
+        torch.stack([w[2], z, -w[0], v[1]]),
+        torch.stack([-w[1], w[0], z, v[2]]),
+        torch.stack([z, z, z, z]),
+    ])
+    return torch.linalg.matrix_exp(hat)
+
+
+def _half_target(target: np.ndarray) -> np.ndarray:
+    """2x2 block means of ``target`` where all four pixels are valid (> 0), else 0."""
+    h, w = target.shape[0] // 2 * 2, target.shape[1] // 2 * 2
+    blocks = target[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    ok = (blocks > 0).all(axis=(1, 3))
+    return np.where(ok, blocks.mean(axis=(1, 3)), 0.0).astype(np.float32)
+
+
+def align_camera(
+    render_fn,
+    cam_from_world: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    target: np.ndarray,
+    *,
+    iterations: tuple[int, int] = (40, 15),
+    lr: float = 2e-3,
+    min_alpha: float = 0.5,
+) -> PoseAlignment:
+    """Refine ``cam_from_world`` so that ``render_fn`` matches ``target`` (z-depth, 0 = invalid).
+
+    ``render_fn(viewmat [4,4], K [3,3], width, height) -> (depth [H,W], alpha [H,W])`` renders
+    the frozen splats (torch, differentiable w.r.t. ``viewmat``). ``iterations``: Adam steps at
+    half and at full resolution (all at full resolution for images under 64 pixels a side);
+    the step size decays from ``lr`` to ``lr / 20`` (cosine) in
+    each. Returns the refined pose; it is never worse than the input on the full-resolution
+    loss (the input is kept when the refinement does not lower it).
+    """
+    import torch
+
+    V = torch.as_tensor(np.asarray(cam_from_world), dtype=torch.float32)
+    K_full = torch.as_tensor(np.asarray(K), dtype=torch.float32)
+    target = np.asarray(target, dtype=np.float32)
+
+    def loss_of(depth, alpha, tgt):
+        m = (tgt > 0) & (alpha.detach() > min_alpha) & (depth.detach() > 0)
+        if not bool(m.any()):
+            return None
+        return ((depth - tgt).abs()[m] / tgt[m]).mean()
+
+    def full_loss(viewmat) -> float:
+        with torch.no_grad():
+            depth, alpha = render_fn(viewmat, K_full, width, height)
+            loss = loss_of(depth, alpha, torch.from_numpy(target))
+        return float("inf") if loss is None else float(loss)
+
+    before = full_loss(V)
+    xi = torch.zeros(6, dtype=torch.float32, requires_grad=True)
+    levels = [(2, iterations[0]), (1, iterations[1])]
+    if width < 64 or height < 64:  # too small to halve: every step at full resolution
+        levels = [(1, iterations[0] + iterations[1])]
+    for factor, n in levels:
+        if n <= 0:
+            continue
+        w, h = (width // 2, height // 2) if factor == 2 else (width, height)
+        Kl = K_full.clone()
+        if factor == 2:
+            Kl[:2] /= 2.0
+        tgt = torch.from_numpy(_half_target(target) if factor == 2 else target)
+        opt = torch.optim.Adam([xi], lr=lr)
+        for it in range(n):
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * it / max(n - 1, 1))))
+            depth, alpha = render_fn(se3_exp(xi) @ V, Kl, w, h)
+            loss = loss_of(depth, alpha, tgt)
+            if loss is None:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        E = se3_exp(xi.detach())
+        refined = E @ V
+    after = full_loss(refined)
+    if not after < before:  # keep the input pose
+        E, refined, after = torch.eye(4), V, before
+    E = E.double().numpy()
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1, 1))))
+    return PoseAlignment(refined.double().numpy(), angle, float(np.linalg.norm(E[:3, 3])), before, after)

@@ -77,6 +77,8 @@ def align_camera(
     """
     import torch
 
+    from depthcli.splat.optim import Adam  # torch.optim's arithmetic without importing torch._dynamo
+
     V = torch.as_tensor(np.asarray(cam_from_world), dtype=torch.float32)
     K_full = torch.as_tensor(np.asarray(K), dtype=torch.float32)
     target = np.asarray(target, dtype=np.float32)
@@ -106,7 +108,7 @@ def align_camera(
         if factor == 2:
             Kl[:2] /= 2.0
         tgt = torch.from_numpy(_half_target(target) if factor == 2 else target)
-        opt = torch.optim.Adam([xi], lr=lr)
+        opt = Adam([xi], lr=lr)
         for it in range(n):
             for g in opt.param_groups:
                 g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * it / max(n - 1, 1))))

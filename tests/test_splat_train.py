@@ -380,6 +380,16 @@ def test_se3_exp_hand_values():
     assert np.allclose(E[:3, :3], np.eye(3)) and np.allclose(E[:3, 3], [0.1, -0.2, 0.3])
 
 
+def test_half_resolution_target_hand_values():
+    """2x2 blocks: their mean where all four pixels are valid, else invalid (0); odd edges dropped."""
+    from depthcli.splat.pose_align import _half_target
+
+    t = np.array([[1.0, 3.0, 2.0, 2.0, 9.0],
+                  [1.0, 3.0, 0.0, 2.0, 9.0],
+                  [4.0, 4.0, 5.0, 6.0, 9.0]], dtype=np.float32)
+    assert np.array_equal(_half_target(t), np.array([[2.0, 0.0]], dtype=np.float32))
+
+
 def test_synthetic_ed_reaches_absrel_001_and_render_cli(scene, tmp_path, run_cli):
     """Acceptance: depth-only ED on the synthetic scene, CPU: held-out AbsRel <= 0.01."""
     code, out, err = run_cli("splat-train", scene, tmp_path / "job", "--mode", "ED", "--steps", "900",

@@ -685,13 +685,17 @@ def _pose_aligned_metrics(act: dict, view, vm, K, norm, cfg: SplatTrainConfig, b
 
     from depthcli.splat.pose_align import align_camera
 
-    def render_fn(viewmat, K_, w, h):
-        _, depth, alpha, _ = render_depth(act, viewmat.to(vm.device), K_.to(vm.device), w, h, cfg.mode, backend)
+    dev = vm.device
+
+    def render_fn(splats, viewmat, K_, w, h):
+        splats = {k: (v.to(dev) if v is not None else None) for k, v in splats.items()}
+        _, depth, alpha, _ = render_depth(splats, viewmat.to(dev), K_.to(dev), w, h, cfg.mode, backend)
         return depth.cpu(), alpha.cpu()
 
     fr = view.frame
     target = (view.depth_world / norm.scale).astype(np.float32)
-    res = align_camera(render_fn, vm.cpu().numpy(), K.cpu().numpy(), fr.width, fr.height, target,
+    cpu_splats = {k: (v.cpu() if v is not None else None) for k, v in act.items()}
+    res = align_camera(render_fn, cpu_splats, vm.cpu().numpy(), K.cpu().numpy(), fr.width, fr.height, target,
                        min_alpha=cfg.min_alpha)
     with torch.no_grad():
         vm2 = torch.tensor(res.cam_from_world, dtype=torch.float32, device=vm.device)

@@ -54,11 +54,18 @@ def test_provenance_names_rerunnable_depthcli_commands():
     from depthcli.cli import main
 
     prov = _meta()["provenance"]
-    synth, *train = prov["commands"]
-    assert synth.startswith("depthcli synth ") and train and all(c.startswith("depthcli train ") for c in train)
-    flags = _flags(synth)
-    s = prov["synth"]
-    assert (int(flags["--seed"]), int(flags["--scenes"]), flags["--style"]) == (s["seed"], s["scenes"], s["style"])
+    synth = [c for c in prov["commands"] if c.startswith("depthcli synth ")]
+    train = [c for c in prov["commands"] if c.startswith("depthcli train ")]
+    assert prov["commands"][0] in synth and train and len(synth) + len(train) == len(prov["commands"])
+    # each synth command is recorded (seeds, scene count, style) in the same order
+    assert len(synth) == len(prov["synth"])
+    for c, s in zip(synth, prov["synth"]):
+        flags = _flags(c)
+        assert (int(flags["--seed"]), int(flags["--scenes"]), flags["--style"]) == (s["seed"], s["scenes"], s["style"])
+    # each train stage reads a folder an earlier synth command wrote, and is recorded
+    written = [shlex.split(c)[2] for c in synth]
+    assert [shlex.split(c)[2] in written for c in train] == [True] * len(train)
+    assert len(train) == len(prov["stages"])
     for c in train:
         assert _flags(c)["--threads"] == "1"
     # Every command's flags exist in today's CLI (--help after them: an unknown flag is exit 2; nothing runs).
@@ -70,8 +77,7 @@ def test_pretraining_scenes_are_disjoint_from_the_scored_ones():
     """Scene i of a synth set is seed + i: the pretraining seeds never meet the demo's or the example's."""
     from depthcli.demo import SEED_OFFSETS, DemoConfig
 
-    s = _meta()["provenance"]["synth"]
-    pre = set(range(s["seed"], s["seed"] + s["scenes"]))
+    pre = {seed for s in _meta()["provenance"]["synth"] for seed in range(s["seed"], s["seed"] + s["scenes"])}
     cfg = DemoConfig()
     counts = {"labeled": cfg.scenes, "unlabeled": cfg.scenes, "heldout": cfg.heldout_rooms}
     for name, n in counts.items():

@@ -190,6 +190,7 @@ def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_mi
     n_test, test_frames = (2, 8) if quick else (5, 8)
     size = 84 if quick else 126
     init_path = None if init is None else resolve_checkpoint(init)
+    lr = 1e-3 if init_path is None else 3e-4  # fine-tuning a pretrained model takes a smaller step (as the demo)
     t0 = time.time()
     # Scene i of a set is made from seed + i: the sets' seeds are far apart, so no test
     # scene is also a training or unlabeled scene.
@@ -201,11 +202,11 @@ def run(out: Path, quick: bool = False, teacher_minutes: float = 8.0, student_mi
 
     teacher = train_estimator(TrainConfig(
         datasets=[out / "train"], out=out / "teacher", preset="tiny", init=init_path, size=size, epochs=100000, batch_size=8,
-        lr=1e-3, val_fraction=0.05, max_minutes=None if teacher_steps else teacher_minutes,
+        lr=lr, val_fraction=0.05, max_minutes=None if teacher_steps else teacher_minutes,
         max_steps=teacher_steps, checkpoint_every=500, threads=threads, seed=seed, overwrite=True, quiet=quiet))
     student = distill(DistillConfig(
         teachers=[out / "teacher" / "model"], images=out / "unlabeled", out=out / "distill", stage="all",
-        preset="tiny", init=init_path, size=size, epochs=100000, batch_size=8, lr=1e-3,
+        preset="tiny", init=init_path, size=size, epochs=100000, batch_size=8, lr=lr,
         max_minutes=None if student_steps else student_minutes, max_steps=student_steps,
         checkpoint_every=500, threads=threads, seed=seed + 1, overwrite=True, quiet=quiet))
 

@@ -23,14 +23,15 @@ def test_demo_end_to_end_estimators_learn(tmp_path, capsys):
     assert pred.depth_kind == "disparity" and pred.depth_units == "affine"
     assert (out / "splats" / "splats.ply").is_file()
     assert 0 <= summary["splat_heldout"]["abs_rel"] < 1
-    # The quality bars: the teacher (fine-tuned from the shipped tiny-synth) clearly beats a vertical
-    # ramp on rooms it never saw (measured 0.71 x with these settings; the goal is 0.7 x), and
-    # the student, trained on pseudo-labels only, stays within 15 % of its teacher.
+    # The quality bars: the teacher (fine-tuned from the shipped tiny-synth) is at most 0.7 x a vertical
+    # ramp on rooms it never saw (measured 0.63 x with these settings), better than the checkpoint it
+    # started from (fine-tuning helps), and the student, trained on pseudo-labels only, stays within
+    # 15 % of its teacher (measured 1.06 x).
     ramp, teacher, student = summary["ramp_abs_rel"], summary["teacher_abs_rel"], summary["student_abs_rel"]
     assert summary["estimator_init"] == "tiny-synth"
-    assert teacher <= 0.75 * ramp, (teacher, ramp)
+    assert teacher <= 0.7 * ramp, (teacher, ramp)
+    assert teacher < summary["pretrained_abs_rel"] < ramp, summary  # the starting point as shipped, beside them
     assert student <= 1.15 * teacher, (student, teacher)
-    assert summary["pretrained_abs_rel"] < ramp  # the starting point as shipped, scored beside them
     # Readable pictures.
     for name in ("overview.png", "errors.png"):
         img = cv2.imread(str(out / name))

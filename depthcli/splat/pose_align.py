@@ -1,6 +1,6 @@
 """Held-out camera alignment: refine one camera's pose against its own depth, splats frozen.
 
-Real captures come with poses from SLAM or SfM, off by a few millimetres and a fraction of
+Real captures come with poses from SLAM or SfM, off by millimetres to centimetres and a fraction of
 a degree. A held-out view whose pose is off by 0.5 degrees sees every depth edge a few
 pixels away from where the splats put it, and its AbsRel then measures the pose as much
 as the splats. :func:`align_camera` finds the small rigid correction ``E`` (camera frame:

@@ -375,7 +375,9 @@ def train_splats(cfg: SplatTrainConfig) -> dict[str, Any]:
     """Train Gaussians on ``cfg.dataset``; write ``cfg.out``; return a summary dict.
 
     The summary holds the held-out metrics (``heldout``: mean ``abs_rel``, ``rmse``,
-    ``delta1``, ``coverage`` in dataset units), Gaussian count, timings and paths.
+    ``delta1``, ``coverage`` in dataset units, at the dataset's poses; with
+    ``heldout_pose_align`` also ``heldout_pose_aligned``, after each held-out camera's pose
+    is fitted to its own depth), Gaussian count, timings and paths.
     """
     from contextlib import ExitStack
 

@@ -255,9 +255,12 @@ def test_distill_stages_and_partial_labels(tmp_path, tiny_ckpt, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["labelled_now"] == 1 and s["labels"] == 5
     assert not partial.exists() and items[0].is_file()
-    assert main(base + ["--stage", "student", "--batch-size", "2", "--size", "42"]) == 0
+    assert main(base + ["--stage", "student", "--batch-size", "2", "--size", "42", "--augment", "basic",
+                        "--encoder-lr-factor", "0.5"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["student_epochs_done"] == 1 and s["student_steps"] == 2  # 4 train images / batch 2, one epoch
+    student_cfg = json.loads((out / "student" / "train_config.json").read_text())
+    assert (student_cfg["augment"], student_cfg["encoder_lr_factor"]) == ("basic", 0.5)  # reach the student's trainer
     assert Path(s["model"]) == out / "student" / "model" and (out / "student" / "model" / "model.safetensors").is_file()
 
 

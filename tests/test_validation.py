@@ -177,6 +177,7 @@ FLAG_CASES = {
         (["--epochs", "0"], "--epochs"), (["--lr", "nan"], "--lr"), (["--size", "20"], "multiple of 14"),
         (["--stage", "both"], "stage"), (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--seed", "-1"], "--seed"), (["--max-steps", "-1"], "--max-steps"), (["--device", "tpu"], "tpu"),
+        (["--augment", "heavy"], "--augment"), (["--encoder-lr-factor", "-1"], "--encoder-lr-factor"),
     ],
     "export": [
         (["--to", "ply", "--voxel-size", "nan"], "--voxel-size"), (["--to", "ply", "--voxel-size", "inf"], "--voxel-size"),

@@ -22,6 +22,8 @@ def command(
     epochs: int = typer.Option(1, "--epochs", help="Student epochs."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process)."),
     lr: float = typer.Option(5e-4, "--lr", help="Student peak learning rate."),
+    encoder_lr_factor: float = typer.Option(1.0, "--encoder-lr-factor", help="Student backbone lr = lr * this."),
+    augment: str = typer.Option("strong", "--augment", help="Student inputs: strong (colour jitter, blur, CutMix) or basic (crop + flip)."),
     size: Optional[int] = typer.Option(None, "--size", help="Student training crop, multiple of 14."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue labelling / student training in OUT."),
@@ -41,7 +43,8 @@ def command(
 
     cfg = DistillConfig(
         teachers=list(teacher), images=images, out=out, stage=stage, agreement=agreement, label_size=label_size,
-        preset=preset, init=init, epochs=epochs, batch_size=batch_size, lr=lr, size=size, seed=seed, resume=resume,
+        preset=preset, init=init, epochs=epochs, batch_size=batch_size, lr=lr, encoder_lr_factor=encoder_lr_factor,
+        augment=augment, size=size, seed=seed, resume=resume,
         overwrite=overwrite, checkpoint_every=checkpoint_every, max_steps=max_steps, max_minutes=max_minutes,
         threads=threads, device=device,
     )

@@ -9,9 +9,9 @@ pixels whose point-pair orders the teachers dispute are flagged
 complete; ``labels/index.json`` is written last, once every image is labelled.
 Under ``torchrun`` each rank labels a disjoint shard: every image exactly once.
 
-Stage ``student``: train a student on the pseudo-labels only (strong
-perturbations on its inputs, labels from the clean images), ``epochs=1`` by
-default. Output::
+Stage ``student``: train a student on the pseudo-labels only (by default with
+strong perturbations on its inputs, labels from the clean images; ``augment=
+"basic"`` keeps crop + flip only), ``epochs=1`` by default. Output::
 
     OUT/labels/items/*.npz   {"disparity": float32 [H,W], "mask": bool [H,W]}
     OUT/labels/ranks/*.jsonl which rank labelled which image (audit)
@@ -50,6 +50,8 @@ class DistillConfig:
     epochs: int = 1  # student epochs over the pseudo-labels
     batch_size: int = 8  # images per step per process
     lr: float = 5e-4  # student peak learning rate
+    encoder_lr_factor: float = 1.0  # student backbone lr = lr * factor (see TrainConfig.encoder_lr_factor)
+    augment: str = "strong"  # "strong" (colour jitter, blur, CutMix: Depth Anything's student) or "basic" (crop + flip)
     size: int | None = None  # student training crop; None = the student's input size
     val_fraction: float = 0.05  # pseudo-labeled images held out (student val loss)
     trim: float = 0.0  # SSI: ignore this fraction of the largest residuals
@@ -253,7 +255,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 tcfg = TrainConfig(
                     datasets=[], out=student_dir, pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
                     epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
-                    val_fraction=cfg.val_fraction, augment="strong", trim=cfg.trim, seed=cfg.seed,
+                    encoder_lr_factor=cfg.encoder_lr_factor, val_fraction=cfg.val_fraction, augment=cfg.augment, trim=cfg.trim, seed=cfg.seed,
                     align=cfg.align, grad_weight=cfg.grad_weight,
                     resume=resume_student,
                     overwrite=not resume_student and (cfg.overwrite or cfg.resume or cfg.stage == "all"),

@@ -69,9 +69,7 @@ class TrainConfig:
         from depthcli.validate import check_choice, check_float, check_int, check_positive
 
         check_training_settings(self)
-        check_choice(self.augment, "augmentation", ("basic", "strong"))
         check_choice(self.align, "alignment (--align)", ("median", "lstsq"))
-        check_float(self.encoder_lr_factor, "--encoder-lr-factor", min=0.0, max=1e3)
         check_float(self.weight_decay, "weight_decay", min=0.0)
         check_float(self.grad_weight, "grad_weight", min=0.0)
         check_int(self.grad_scales, "grad_scales", min=1, max=8)
@@ -102,6 +100,8 @@ def check_training_settings(cfg: Any) -> None:
     check_float(cfg.max_minutes, "--max-minutes", min=0.0, min_open=True, optional=True)
     check_int(cfg.threads, "--threads", min=1, max=1024, optional=True)
     check_device(cfg.device)
+    check_choice(cfg.augment, "augmentation (--augment)", ("basic", "strong"))
+    check_float(cfg.encoder_lr_factor, "--encoder-lr-factor", min=0.0, max=1e3)
 
 
 # ----------------------------------------------------------------------------- distributed helpers

@@ -62,9 +62,16 @@ def test_provenance_names_rerunnable_depthcli_commands():
     for c, s in zip(synth, prov["synth"]):
         flags = _flags(c)
         assert (int(flags["--seed"]), int(flags["--scenes"]), flags["--style"]) == (s["seed"], s["scenes"], s["style"])
-    # each train stage reads a folder an earlier synth command wrote, and is recorded
-    written = [shlex.split(c)[2] for c in synth]
-    assert [shlex.split(c)[2] in written for c in train] == [True] * len(train)
+    # each train stage reads only folders an earlier synth command wrote, and is recorded
+    written, read = [], []
+    for c in prov["commands"]:
+        words = shlex.split(c)
+        positional = words[2:next((i for i, w in enumerate(words) if w.startswith("--")), len(words))]
+        if c in synth:
+            written.append(positional[0])
+        else:
+            read.append(all(p in written for p in positional[:-1]) and len(positional) >= 2)
+    assert read == [True] * len(train)
     assert len(train) == len(prov["stages"])
     for c in train:
         assert _flags(c)["--threads"] == "1"

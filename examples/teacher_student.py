@@ -5,7 +5,7 @@
    *unlabeled* images of further scenes (their depth is thrown away);
 2. a ``tiny`` teacher trained on the synthetic labels only (time-boxed), by default
    fine-tuned from ``tiny-synth``, the checkpoint shipped with depthcli (pretrained by
-   ``depthcli train`` on 2400 images of 1200 other synthetic scenes, seeds 1000000-1001199,
+   ``depthcli train`` on 9600 images of 4800 other synthetic scenes, seeds 1000000-1004799,
    disjoint from the ones below; ``--from-scratch`` starts from random weights instead);
 3. pseudo-labels: the teacher predicts on the unlabeled images;
 4. a student trained on the pseudo-labels only, starting from the same checkpoint as the

@@ -255,7 +255,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 tcfg = TrainConfig(
                     datasets=[], out=student_dir, pseudo_labels=labels, preset=cfg.preset, init=cfg.init,
                     epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, size=cfg.size,
-                    encoder_lr_factor=cfg.encoder_lr_factor, val_fraction=cfg.val_fraction, augment=cfg.augment, trim=cfg.trim, seed=cfg.seed,
+                    encoder_lr_factor=cfg.encoder_lr_factor, val_fraction=cfg.val_fraction, augment=cfg.augment,
+                    trim=cfg.trim, seed=cfg.seed,
                     align=cfg.align, grad_weight=cfg.grad_weight,
                     resume=resume_student,
                     overwrite=not resume_student and (cfg.overwrite or cfg.resume or cfg.stage == "all"),

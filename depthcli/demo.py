@@ -160,7 +160,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             splat_summary = train_splats(SplatTrainConfig(
                 dataset=tmp / "from_rgbd", out=tmp / "splats", mode="ED", steps=cfg.splat_steps, seed=cfg.seed,
                 eval_every=0, checkpoint_every=cfg.splat_steps,
-                heldout_pose_align=False))  # the synthetic poses are exact: nothing to align
+                pose_opt=False, heldout_pose_align=False))  # the synthetic poses are exact: nothing to refine
             render_dataset(tmp / "splats" / "splats.ply", tmp / "from_rgbd", tmp / "renders", mode="ED")
             summary["splat_heldout"] = splat_summary.get("heldout", splat_summary)
 

@@ -151,6 +151,7 @@ FLAG_CASES = {
         (["--threads", "0"], "--threads"), (["--backend", "opengl"], "backend"),
         (["--depth-loss", "l7"], "--depth-loss"), (["--prior", "PRIOR", "--prior-weight", "nan"], "--prior-weight"),
         (["--prior", "PRIOR", "--prior-weight-final", "-1"], "--prior-weight-final"),
+        (["--lr-pose", "nan"], "--lr-pose"), (["--lr-pose", "-1e-3"], "--lr-pose"),
     ],
     "render": [
         (["--min-alpha", "nan"], "--min-alpha"), (["--min-alpha", "1.5"], "--min-alpha"),

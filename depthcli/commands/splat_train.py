@@ -44,6 +44,11 @@ def command(
     max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Ignore target depth beyond this (dataset units)."),
     max_init_points: int = typer.Option(60000, "--max-init-points", help="Initial Gaussians at most (voxel-downsampled)."),
     eval_every: int = typer.Option(500, "--eval-every", help="Steps between held-out evaluations."),
+    pose_opt: Optional[bool] = typer.Option(
+        None, "--pose-opt/--no-pose-opt",
+        help="Refine each training camera's pose with the splats; held-out cameras are then scored where the "
+        "refined trajectory places them. Default: on for RGB-D captures with tracked poses (7-Scenes, TUM, ScanNet)."),
+    lr_pose: float = typer.Option(1e-3, "--lr-pose", help="Adam learning rate of the training-pose corrections."),
     heldout_pose_align: bool = typer.Option(
         True, "--heldout-pose-align/--no-heldout-pose-align",
         help="At the end, also report held-out metrics after refining each held-out camera's pose against its "
@@ -78,6 +83,8 @@ def command(
         max_depth=max_depth,
         max_init_points=max_init_points,
         eval_every=eval_every,
+        pose_opt=pose_opt,
+        lr_pose=lr_pose,
         heldout_pose_align=heldout_pose_align,
         checkpoint_every=checkpoint_every,
         resume=resume,

@@ -191,3 +191,78 @@ def align_camera(
     E = E.double().numpy()
     angle = float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1, 1))))
     return PoseAlignment(refined.double().numpy(), angle, float(np.linalg.norm(E[:3, 3])), before, after)
+
+
+def world_motion(cam_from_world, xi) -> np.ndarray:
+    """``W = V^-1 exp(xi^) V`` [4, 4]: the motion of the world that the camera-frame correction
+    ``xi`` of camera ``V`` amounts to (``exp(xi^) V == V W``)."""
+    import torch
+
+    V = np.asarray(cam_from_world, dtype=np.float64)
+    E = se3_exp(torch.as_tensor(np.asarray(xi), dtype=torch.float64)).numpy()
+    return np.linalg.inv(V) @ E @ V
+
+
+def mean_motion(motions) -> np.ndarray:
+    """Mean of a few nearby rigid motions [4, 4] (matrix mean, rotation projected back by SVD)."""
+    W = np.mean(np.stack([np.asarray(m, dtype=np.float64) for m in motions]), axis=0)
+    U, _, Vt = np.linalg.svd(W[:3, :3])
+    W[:3, :3] = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    W[3] = (0.0, 0.0, 0.0, 1.0)
+    return W
+
+
+def common_motion(points, cams_and_twists) -> tuple[np.ndarray, np.ndarray]:
+    """The one rigid motion of the scene that best explains per-camera corrections.
+
+    Each training camera ``V_i`` corrected to ``exp(xi_i^) V_i`` sees the splats as the
+    uncorrected camera sees them moved by ``W_i = V_i^-1 exp(xi_i^) V_i``. Corrections are
+    free to drift together (the gauge of joint pose and splat refinement); this returns the
+    least-squares rigid ``(R, t)`` (``p -> R p + t``) over ``points`` [N, 3] (the splat centres)
+    between ``p`` and the mean of ``W_i p`` (Kabsch), so that the splats moved by it sit in the
+    frame of the recorded poses again. ``cams_and_twists``: ``(V_i [4, 4], xi_i [6])`` pairs.
+    """
+    P = np.asarray(points, dtype=np.float64)
+    Q = np.zeros_like(P)
+    n = 0
+    for V, xi in cams_and_twists:
+        W = world_motion(V, xi)
+        Q += P @ W[:3, :3].T + W[:3, 3]
+        n += 1
+    if n == 0 or len(P) == 0:
+        return np.eye(3), np.zeros(3)
+    Q /= n
+    pc, qc = P.mean(0), Q.mean(0)
+    U, _, Vt = np.linalg.svd((Q - qc).T @ (P - pc))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    return R, qc - R @ pc
+
+
+def rigidly_moved(splats: dict, R: np.ndarray, t: np.ndarray) -> dict:
+    """``splats`` (means, quats, ...) moved by ``p -> R p + t`` (orientations rotated by ``R``)."""
+    import torch
+
+    dev, dt = splats["means"].device, splats["means"].dtype
+    Rt = torch.as_tensor(R, dtype=dt, device=dev)
+    w = _rotation_quat(np.asarray(R, dtype=np.float64))
+    q = torch.as_tensor(w, dtype=dt, device=dev)
+    quats = torch.nn.functional.normalize(splats["quats"], dim=-1)
+    return {**splats, "means": splats["means"] @ Rt.T + torch.as_tensor(t, dtype=dt, device=dev),
+            "quats": _quat_mul(q, quats)}
+
+
+def _rotation_quat(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) of a rotation matrix."""
+    w = np.sqrt(max(1.0 + np.trace(R), 1e-12)) / 2
+    if w > 1e-3:
+        return np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w), (R[1, 0] - R[0, 1]) / (4 * w)])
+    i = int(np.argmax(np.diag(R)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = np.sqrt(max(1.0 + R[i, i] - R[j, j] - R[k, k], 1e-12)) * 2
+    q = np.zeros(4)
+    q[0] = (R[k, j] - R[j, k]) / s
+    q[1 + i] = s / 4
+    q[1 + j] = (R[j, i] + R[i, j]) / s
+    q[1 + k] = (R[k, i] + R[i, k]) / s
+    return q

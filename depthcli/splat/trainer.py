@@ -40,6 +40,10 @@ from depthcli.splat.render import BACKENDS
 MODES = ("D", "ED", "RGB+D", "RGB+ED")
 #: Most optimisation steps one run accepts (a schedule, not a memory bound; days on a GPU).
 MAX_STEPS = 10**8
+# dataset sources (dataset.json "source.kind") whose poses a sensor's tracking estimated (KinectFusion,
+# BundleFusion, motion capture): --pose-opt is on for them unless told otherwise. Rendered sets
+# have exact poses; SfM poses come bundle-adjusted with the points that supervise the splats.
+POSE_OPT_SOURCES = ("7scenes", "tum", "scannet")
 
 
 @dataclass
@@ -82,6 +86,9 @@ class SplatTrainConfig:
     max_depth: Optional[float] = None  # target pixels beyond this depth (dataset units) are ignored, train + eval
     min_alpha: float = 0.5  # a pixel counts as covered (rendered) when its alpha exceeds this
     eval_every: int = 500  # steps between held-out evaluations (0: only at the end)
+    pose_opt: Optional[bool] = None  # refine each training camera's pose with the splats (6 numbers per view); None: auto (POSE_OPT_SOURCES)
+    pose_opt_start: Optional[int] = None  # steps before the pose corrections start (the splats settle first); None: steps // 4
+    lr_pose: float = 1e-3  # Adam lr of the training-pose corrections (radians; training-frame units)
     heldout_pose_align: bool = True  # also report held-out metrics after refining each held-out pose (splat/pose_align.py)
     checkpoint_every: int = 500  # steps between checkpoints (the last step always gets one)
     keep_checkpoints: int = 2  # checkpoints kept on disk
@@ -130,6 +137,8 @@ class SplatTrainConfig:
         for name in ("grad_weight", "multiscale_weight", "coverage_weight", "rgb_weight"):
             check_float(getattr(self, name), name, min=0.0)
         check_float(self.ssim_lambda, "ssim_lambda", min=0.0, max=1.0)
+        check_float(self.lr_pose, "--lr-pose", min=0.0)
+        check_int(self.pose_opt_start, "pose_opt_start", min=0, optional=True)
         check_int(self.multiscale_levels, "multiscale_levels", min=0, max=16)
         for name in ("lr_means", "lr_scales", "lr_quats", "lr_opacities", "lr_colors", "init_scale", "grow_grad2d"):
             check_positive(getattr(self, name), name)
@@ -421,6 +430,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     from depthcli.io.atomic import atomic_write, atomic_write_text
     from depthcli.splat import model as M
     from depthcli.splat.losses import DepthSupervision, parse_depth_loss_spec, rgb_loss
+    from depthcli.splat.pose_align import common_motion, mean_motion, moved_splats, rigidly_moved, world_motion
     from depthcli.splat.prior_term import check_prior_settings, load_prior, loss_images
 
     if cfg.steps < 1:
@@ -435,6 +445,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     strategy, strategy_kind = _make_strategy(cfg, backend)  # validates --densify before anything is written
     ds, views, train_ids, test_ids = _load_views(cfg)
     use_rgb = cfg.mode.startswith("RGB")
+    use_pose_opt = pose_opt_on(cfg.pose_opt, ds)
     dev = torch.device(cfg.device)
 
     # --- state: fresh or from a checkpoint (validated before anything is written)
@@ -447,9 +458,12 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         check_no_overlap([cfg.dataset], [cfg.out])
         check_resumable(Path(cfg.out), "splat-train")
         ckpt = _load_checkpoint(Path(cfg.out))
-        old = ckpt["config"]
+        old = dict(ckpt["config"])
         same = lambda k: (Path(old[k]).resolve() == Path(cfg.dataset).resolve()) if k == "dataset" else (  # noqa: E731
             str(old[k]) == str(getattr(cfg, k)))
+        if pose_opt_on(old.get("pose_opt", False), ds) != use_pose_opt:  # (checkpoints before --pose-opt: without)
+            raise DepthcliError(f"--resume: the checkpoint was trained {'with' if not use_pose_opt else 'without'} "
+                                "training-pose refinement", "resume with the same --pose-opt setting")
         for key in ("mode", "seed", "test_every", "dataset"):
             if not same(key):
                 raise DepthcliError(
@@ -488,6 +502,13 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     else:
         params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(dev)) for k, v in ckpt["params"].items()})
     optimizers = _make_optimizers(params, cfg)
+    pose_xi, pose_optim = None, None
+    pose_start = cfg.pose_opt_start if cfg.pose_opt_start is not None else cfg.steps // 4
+    if use_pose_opt:  # one camera-frame correction per view (se(3) twist); held-out views never get one
+        from depthcli.splat.optim import Adam as _PoseAdam
+
+        pose_xi = [torch.zeros(6, dtype=torch.float32, device=dev, requires_grad=True) for _ in views]
+        pose_optim = _PoseAdam([{"params": pose_xi, "lr": cfg.lr_pose}], eps=1e-15)
     if strategy is not None:
         strategy.check_sanity(params, optimizers)
         strategy_state = strategy.initialize_state(scene_scale=1.0)  # the training frame has unit scale
@@ -507,6 +528,15 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
         rng.bit_generator.state = ckpt["rng"]["numpy"]
+        if pose_xi is not None:
+            saved = ckpt.get("pose_xi")
+            if saved is None or tuple(saved.shape) != (len(views), 6):
+                raise DepthcliError("--resume: the checkpoint has no training-pose corrections for these views",
+                                    "resume with the same settings")
+            with torch.no_grad():
+                for k, x in enumerate(pose_xi):
+                    x.copy_(saved[k])
+            pose_optim.load_state_dict(ckpt["pose_optimizer"])
         start_step = check_int(ckpt["step"], "--resume: the checkpoint's step", min=0, max=MAX_STEPS)
         history = list(ckpt["history"])
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
@@ -528,26 +558,51 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     depth_sup = DepthSupervision(cfg.depth_loss, cfg.grad_weight, cfg.multiscale_weight, cfg.multiscale_levels, cov_w)
     edge_images = loss_images(ds, views, train_ids, dev) if depth_sup.needs_image else {}
 
+    def placed(i: int, vm):
+        """Held-out camera ``i`` in the refined trajectory (``--pose-opt``): its recorded pose moved as
+        the world moved for its neighbouring training frames (dataset order); its own depth is not used."""
+        W = mean_motion([world_motion(cam(views[j].frame)[0].cpu().numpy(), pose_xi[j].detach().cpu().numpy())
+                         for j in neighbour_train_ids(i, train_ids)])
+        vm_placed = torch.tensor(vm.cpu().numpy().astype(np.float64) @ W, dtype=torch.float32, device=dev)
+        return vm_placed, W
+
     def evaluate(align_poses: bool = False) -> dict[str, Any]:
-        """Held-out metrics at the dataset's poses; with ``align_poses`` also after refining each
-        held-out pose against its own depth, splats frozen (``pose_aligned``)."""
-        per_view, aligned = [], []
+        """Held-out metrics. Without ``pose_opt``: at the dataset's poses. With it: at the poses the
+        refined trajectory places them (headline), and also at the dataset's poses with the splats
+        moved back by the common drift (``recorded_poses``, what rendering ``splats.ply`` at the
+        dataset's poses gives). ``align_poses``: also after refining each held-out pose against
+        its own depth, splats frozen (``pose_aligned``), starting from the headline's pose."""
+        per_view, aligned, recorded = [], [], []
         with torch.no_grad():
             act = {k: (v.detach() if v is not None else None) for k, v in M.activated(params).items()}
+            gauged = rigidly_moved(act, *gauge()) if pose_xi is not None else None
+
+        def score(splats, vm, K, v):
+            with torch.no_grad():
+                _, depth, alpha, _ = render_depth(splats, vm, K, v.frame.width, v.frame.height, cfg.mode, backend)
+            pred = depth.cpu().numpy().astype(np.float64) * norm.scale
+            m = depth_metrics(pred, v.depth_world, alpha.cpu().numpy(), cfg.min_alpha)
+            m["frame"] = v.frame.name
+            return m
+
         for i in test_ids:
             v = views[i]
             if not valid_mask(v.depth_world).any():
                 continue
             vm, K = cam(v.frame)
-            with torch.no_grad():
-                _, depth, alpha, _ = render_depth(act, vm, K, v.frame.width, v.frame.height, cfg.mode, backend)
-            pred = depth.cpu().numpy().astype(np.float64) * norm.scale
-            m = depth_metrics(pred, v.depth_world, alpha.cpu().numpy(), cfg.min_alpha)
-            m["frame"] = v.frame.name
+            if pose_xi is not None:
+                recorded.append(score(gauged, vm, K, v))
+                vm, W = placed(i, vm)
+            m = score(act, vm, K, v)
+            if pose_xi is not None:
+                m.update(placement_rotation_deg=_angle_deg(W[:3, :3]),
+                         placement_translation=float(np.linalg.norm(W[:3, 3])) * norm.scale)
             per_view.append(m)
             if align_poses:
                 aligned.append(_pose_aligned_metrics(act, v, vm, K, norm, cfg, backend))
         out = {"mean": mean_metrics(per_view), "per_view": per_view}
+        if recorded:
+            out["recorded_poses"] = {"mean": mean_metrics(recorded), "per_view": recorded}
         if align_poses:
             out["pose_aligned"] = {"mean": mean_metrics(aligned), "per_view": aligned}
         return out
@@ -564,10 +619,19 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
             "rng": rng_state, "history": history, "elapsed_s": elapsed,
             "order": list(order),  # the rest of the current epoch's view order
             "prior": None if prior is None else prior.state(),
+            "pose_xi": None if pose_xi is None else torch.stack([x.detach().cpu() for x in pose_xi]),
+            "pose_optimizer": None if pose_optim is None else pose_optim.state_dict(),
         }
         atomic_write(out / "checkpoints" / f"step_{step:06d}.pt", lambda p: torch.save(obj, p))
         for old in _checkpoints(out)[: -max(cfg.keep_checkpoints, 1)]:
             old.unlink(missing_ok=True)
+
+    def gauge():
+        """The common drift of the training-pose corrections (splat/pose_align.py: common_motion)."""
+        means = params["means"].detach().cpu().numpy()
+        sub = means[:: max(1, len(means) // 20000)]
+        return common_motion(sub, [(cam(views[i].frame)[0].cpu().numpy(), pose_xi[i].detach().cpu().numpy())
+                                   for i in train_ids])
 
     order: list[int] = []
     if ckpt is not None:
@@ -589,6 +653,8 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
             for g in optimizers["means"].param_groups:
                 g["lr"] = lr_means
             act = M.activated(params)
+            if pose_xi is not None and step > pose_start:
+                act = moved_splats(act, pose_xi[i], vm)  # seen from vm: the splats from the corrected camera
             rgb, depth, alpha, meta = render_depth(act, vm, K, frame.width, frame.height, cfg.mode, backend)
             info = dict(meta)
             info.update(width=frame.width, height=frame.height, n_cameras=1)
@@ -605,6 +671,9 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
             for opt in optimizers.values():
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+            if pose_optim is not None:
+                pose_optim.step()
+                pose_optim.zero_grad(set_to_none=True)
             if strategy is not None:
                 if strategy_kind == "gsplat":
                     strategy.step_post_backward(params, optimizers, strategy_state, step, info, packed=False)
@@ -639,6 +708,21 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     if test_ids and cfg.heldout_pose_align:
         log(f"aligning the {len(test_ids)} held-out cameras to their depth (splats frozen) ...")
     result = evaluate(align_poses=cfg.heldout_pose_align) if test_ids else {"mean": {}, "per_view": []}
+    if pose_xi is not None:  # splats.ply in the frame of the recorded poses (the last checkpoint keeps them as trained)
+        G_R, G_t = gauge()
+        G = np.eye(4)
+        G[:3, :3], G[:3, 3] = G_R, G_t
+        drift = {"rotation_deg": _angle_deg(G_R), "translation": float(np.linalg.norm(G_t)) * norm.scale}
+        train_corrections = []
+        for i in train_ids:
+            V = cam(views[i].frame)[0].cpu().numpy().astype(np.float64)
+            C = V @ world_motion(V, pose_xi[i].detach().cpu().numpy()) @ np.linalg.inv(G) @ np.linalg.inv(V)
+            train_corrections.append({"frame": views[i].frame.name, "rotation_deg": _angle_deg(C[:3, :3]),
+                                      "translation": float(np.linalg.norm(C[:3, 3])) * norm.scale})
+        moved = rigidly_moved({"means": params["means"].detach(), "quats": params["quats"].detach()}, G_R, G_t)
+        with torch.no_grad():
+            params["means"].copy_(moved["means"])
+            params["quats"].copy_(moved["quats"])
     arrays = M.params_to_arrays(params, norm, comments=[
         f"depthcli splat-train mode {cfg.mode}", f"depth_units {ds.depth_units}", f"dataset {Path(cfg.dataset).name}"])
     atomic_write(out / "splats.ply", lambda p: write_splats_ply(p, arrays))
@@ -649,12 +733,14 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         "backend": backend,
         "device": cfg.device,
         "densify": strategy_kind,
+        "pose_opt": use_pose_opt,
         "steps": final_step,
         "gaussians": int(params["means"].shape[0]),
         "train_frames": len(train_ids),
         "heldout_frames": len(test_ids),
         "depth_units": ds.depth_units,
         "heldout": result["mean"],
+        **({"heldout_recorded_poses": result["recorded_poses"]["mean"]} if "recorded_poses" in result else {}),
         **({"heldout_pose_aligned": result["pose_aligned"]["mean"]} if "pose_aligned" in result else {}),
         "final_loss": last_loss,
         "train_seconds": round(train_s, 2),
@@ -665,8 +751,13 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     }
     metrics = dict(summary)
     metrics["heldout_per_view"] = result["per_view"]
+    if "recorded_poses" in result:
+        metrics["heldout_recorded_poses_per_view"] = result["recorded_poses"]["per_view"]
     if "pose_aligned" in result:
         metrics["heldout_pose_aligned_per_view"] = result["pose_aligned"]["per_view"]
+    if pose_xi is not None:  # each training camera's correction in splats.ply's frame, and the common drift removed
+        metrics["train_pose_corrections"] = train_corrections
+        metrics["pose_drift_removed"] = drift
     metrics["history"] = history
     metrics["config"] = cfg.to_json()
     atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=1))
@@ -706,6 +797,26 @@ def _pose_aligned_metrics(act: dict, view, vm, K, norm, cfg: SplatTrainConfig, b
                       cfg.min_alpha)
     m.update(frame=fr.name, rotation_deg=res.rotation_deg, translation=res.translation * norm.scale)
     return m
+
+
+def pose_opt_on(value: Optional[bool], ds) -> bool:
+    """``--pose-opt`` resolved: ``None`` (auto) is on for datasets converted from POSE_OPT_SOURCES."""
+    if value is not None:
+        return bool(value)
+    source = ds.source if isinstance(getattr(ds, "source", None), dict) else {}
+    return source.get("kind") in POSE_OPT_SOURCES
+
+
+def neighbour_train_ids(i: int, train_ids: list[int]) -> list[int]:
+    """The training views next to view ``i`` in dataset order: the nearest before and after it
+    (one at either end of the sequence)."""
+    before = [j for j in train_ids if j < i]
+    after = [j for j in train_ids if j > i]
+    return ([before[-1]] if before else []) + ([after[0]] if after else [])
+
+
+def _angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def _finite(value):

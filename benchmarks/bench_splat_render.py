@@ -217,7 +217,7 @@ def run_train_step(dataset, steps):
     from depthcli.splat import losses as L
     from depthcli.splat import trainer as T
 
-    timers = {k: 0.0 for k in ("render_fwd", "losses", "backward", "optimiser", "densify")}
+    timers = {k: 0.0 for k in ("render_fwd", "losses", "backward", "optimiser", "densify", "pose_opt")}
     calls = {"densify_refines": 0}
 
     def timed(name, fn):
@@ -235,6 +235,9 @@ def run_train_step(dataset, steps):
     from depthcli.splat import optim as O
 
     O.Adam.step = timed("optimiser", O.Adam.step)  # the CPU trainer's Adam (torch.optim.Adam on CUDA)
+    from depthcli.splat import pose_align as P
+
+    P.moved_splats = timed("pose_opt", P.moved_splats)  # moving the splats for the view's pose correction (forward)
     D.TorchDensifyStrategy.step_pre_backward = timed("densify", D.TorchDensifyStrategy.step_pre_backward)
     post = D.TorchDensifyStrategy.step_post_backward
 

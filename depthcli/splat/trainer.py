@@ -15,6 +15,21 @@ metrics are taken on valid ground-truth pixels, in the dataset's units:
 gt/pred) < 1.25``, all over the pixels the render *covers*, plus ``coverage`` =
 fraction of valid GT pixels rendered with alpha > ``min_alpha`` and depth > 0.
 
+Training-pose refinement (``pose_opt``; auto: on for the sources in ``POSE_OPT_SOURCES``,
+RGB-D captures whose poses a tracker estimated). Each training camera gets a camera-frame
+correction ``exp(xi^)`` (6 numbers, Adam at ``lr_pose``), applied from step ``steps // 4`` on by
+moving the splats instead of the camera (:func:`depthcli.splat.pose_align.moved_splats`), so the
+splats fit one consistent trajectory instead of blurring its errors. Then:
+
+* held-out cameras (never trained on; their depth unused) are placed in the refined trajectory:
+  the recorded pose moved as the world moved for the neighbouring training frames in dataset
+  order (the mean of their motions ``V^-1 exp(xi^) V``). The headline ``heldout`` metrics are
+  taken there; ``heldout_recorded_poses`` are taken at the recorded poses;
+* corrections may drift together (the gauge of joint refinement): ``splats.ply`` is moved by the
+  one rigid motion that best explains them (:func:`depthcli.splat.pose_align.common_motion`), so
+  it sits in the frame of the recorded poses; ``metrics.json`` lists each training camera's
+  correction in that frame and the drift removed.
+
 Determinism: on CPU with a fixed seed, a run interrupted at any checkpoint (even
 by ``kill -9``) and continued with ``resume=True`` ends with exactly the
 parameters of an uninterrupted run: the checkpoint holds the parameters, Adam

@@ -520,10 +520,12 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     pose_xi, pose_optim = None, None
     pose_start = cfg.pose_opt_start if cfg.pose_opt_start is not None else cfg.steps // 4
     if use_pose_opt:  # one camera-frame correction per view (se(3) twist); held-out views never get one
-        from depthcli.splat.optim import Adam as _PoseAdam
-
+        if dev.type == "cpu":  # as _make_optimizers: the same arithmetic without importing torch._dynamo
+            from depthcli.splat.optim import Adam as PoseAdam
+        else:
+            PoseAdam = torch.optim.Adam
         pose_xi = [torch.zeros(6, dtype=torch.float32, device=dev, requires_grad=True) for _ in views]
-        pose_optim = _PoseAdam([{"params": pose_xi, "lr": cfg.lr_pose}], eps=1e-15)
+        pose_optim = PoseAdam([{"params": pose_xi, "lr": cfg.lr_pose}], eps=1e-15)
     if strategy is not None:
         strategy.check_sanity(params, optimizers)
         strategy_state = strategy.initialize_state(scene_scale=1.0)  # the training frame has unit scale

@@ -15,6 +15,11 @@ translation in the scene's units, optimised by Adam, first on a half-resolution 
 (2x2 blocks of valid target pixels averaged) and then at full resolution. Only the splats
 near the view are rendered while fitting (:func:`near_view`); the loss before and after is
 computed with all of them.
+
+The trainer's training-pose refinement (``--pose-opt``) uses the same parametrisation through
+:func:`moved_splats`; :func:`world_motion`, :func:`mean_motion`, :func:`common_motion` and
+:func:`rigidly_moved` place held-out cameras in the refined trajectory and move the splats back
+by the corrections' common drift.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from depthcli.geometry import quaternion_from_rotation
+
 
 @dataclass
 class PoseAlignment:
@@ -194,8 +196,13 @@ def align_camera(
     if not after < before:  # keep the input pose
         E, refined, after = torch.eye(4), V, before
     E = E.double().numpy()
-    angle = float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1, 1))))
-    return PoseAlignment(refined.double().numpy(), angle, float(np.linalg.norm(E[:3, 3])), before, after)
+    return PoseAlignment(refined.double().numpy(), rotation_angle_deg(E[:3, :3]), float(np.linalg.norm(E[:3, 3])),
+                         before, after)
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    """Angle of the rotation ``R`` [3, 3], degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def world_motion(cam_from_world, xi) -> np.ndarray:
@@ -250,24 +257,7 @@ def rigidly_moved(splats: dict, R: np.ndarray, t: np.ndarray) -> dict:
 
     dev, dt = splats["means"].device, splats["means"].dtype
     Rt = torch.as_tensor(R, dtype=dt, device=dev)
-    w = _rotation_quat(np.asarray(R, dtype=np.float64))
-    q = torch.as_tensor(w, dtype=dt, device=dev)
+    q = torch.as_tensor(quaternion_from_rotation(np.asarray(R, dtype=np.float64)), dtype=dt, device=dev)
     quats = torch.nn.functional.normalize(splats["quats"], dim=-1)
     return {**splats, "means": splats["means"] @ Rt.T + torch.as_tensor(t, dtype=dt, device=dev),
             "quats": _quat_mul(q, quats)}
-
-
-def _rotation_quat(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) of a rotation matrix."""
-    w = np.sqrt(max(1.0 + np.trace(R), 1e-12)) / 2
-    if w > 1e-3:
-        return np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w), (R[1, 0] - R[0, 1]) / (4 * w)])
-    i = int(np.argmax(np.diag(R)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = np.sqrt(max(1.0 + R[i, i] - R[j, j] - R[k, k], 1e-12)) * 2
-    q = np.zeros(4)
-    q[0] = (R[k, j] - R[j, k]) / s
-    q[1 + i] = s / 4
-    q[1 + j] = (R[j, i] + R[i, j]) / s
-    q[1 + k] = (R[k, i] + R[i, k]) / s
-    return q

@@ -445,7 +445,8 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
     from depthcli.io.atomic import atomic_write, atomic_write_text
     from depthcli.splat import model as M
     from depthcli.splat.losses import DepthSupervision, parse_depth_loss_spec, rgb_loss
-    from depthcli.splat.pose_align import common_motion, mean_motion, moved_splats, rigidly_moved, world_motion
+    from depthcli.splat.pose_align import (
+        common_motion, mean_motion, moved_splats, rigidly_moved, rotation_angle_deg, world_motion)
     from depthcli.splat.prior_term import check_prior_settings, load_prior, loss_images
 
     if cfg.steps < 1:
@@ -583,16 +584,17 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         vm_placed = torch.tensor(vm.cpu().numpy().astype(np.float64) @ W, dtype=torch.float32, device=dev)
         return vm_placed, W
 
-    def evaluate(align_poses: bool = False) -> dict[str, Any]:
+    def evaluate(align_poses: bool = False, drift=None) -> dict[str, Any]:
         """Held-out metrics. Without ``pose_opt``: at the dataset's poses. With it: at the poses the
         refined trajectory places them (headline), and also at the dataset's poses with the splats
         moved back by the common drift (``recorded_poses``, what rendering ``splats.ply`` at the
         dataset's poses gives). ``align_poses``: also after refining each held-out pose against
-        its own depth, splats frozen (``pose_aligned``), starting from the headline's pose."""
+        its own depth, splats frozen (``pose_aligned``), starting from the headline's pose.
+        ``drift``: the corrections' common motion ``(R, t)`` when already computed."""
         per_view, aligned, recorded = [], [], []
         with torch.no_grad():
             act = {k: (v.detach() if v is not None else None) for k, v in M.activated(params).items()}
-            gauged = rigidly_moved(act, *gauge()) if pose_xi is not None else None
+            gauged = rigidly_moved(act, *(drift or gauge())) if pose_xi is not None else None
 
         def score(splats, vm, K, v):
             with torch.no_grad():
@@ -612,7 +614,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
                 vm, W = placed(i, vm)
             m = score(act, vm, K, v)
             if pose_xi is not None:
-                m.update(placement_rotation_deg=_angle_deg(W[:3, :3]),
+                m.update(placement_rotation_deg=rotation_angle_deg(W[:3, :3]),
                          placement_translation=float(np.linalg.norm(W[:3, 3])) * norm.scale)
             per_view.append(m)
             if align_poses:
@@ -724,17 +726,18 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
 
     if test_ids and cfg.heldout_pose_align:
         log(f"aligning the {len(test_ids)} held-out cameras to their depth (splats frozen) ...")
-    result = evaluate(align_poses=cfg.heldout_pose_align) if test_ids else {"mean": {}, "per_view": []}
+    common = gauge() if pose_xi is not None else None  # computed once: the figures and splats.ply share it
+    result = evaluate(align_poses=cfg.heldout_pose_align, drift=common) if test_ids else {"mean": {}, "per_view": []}
     if pose_xi is not None:  # splats.ply in the frame of the recorded poses (the last checkpoint keeps them as trained)
-        G_R, G_t = gauge()
+        G_R, G_t = common
         G = np.eye(4)
         G[:3, :3], G[:3, 3] = G_R, G_t
-        drift = {"rotation_deg": _angle_deg(G_R), "translation": float(np.linalg.norm(G_t)) * norm.scale}
+        drift_removed = {"rotation_deg": rotation_angle_deg(G_R), "translation": float(np.linalg.norm(G_t)) * norm.scale}
         train_corrections = []
         for i in train_ids:
             V = cam(views[i].frame)[0].cpu().numpy().astype(np.float64)
             C = V @ world_motion(V, pose_xi[i].detach().cpu().numpy()) @ np.linalg.inv(G) @ np.linalg.inv(V)
-            train_corrections.append({"frame": views[i].frame.name, "rotation_deg": _angle_deg(C[:3, :3]),
+            train_corrections.append({"frame": views[i].frame.name, "rotation_deg": rotation_angle_deg(C[:3, :3]),
                                       "translation": float(np.linalg.norm(C[:3, 3])) * norm.scale})
         moved = rigidly_moved({"means": params["means"].detach(), "quats": params["quats"].detach()}, G_R, G_t)
         with torch.no_grad():
@@ -774,7 +777,7 @@ def _train(cfg: SplatTrainConfig, stack) -> dict[str, Any]:
         metrics["heldout_pose_aligned_per_view"] = result["pose_aligned"]["per_view"]
     if pose_xi is not None:  # each training camera's correction in splats.ply's frame, and the common drift removed
         metrics["train_pose_corrections"] = train_corrections
-        metrics["pose_drift_removed"] = drift
+        metrics["pose_drift_removed"] = drift_removed
     metrics["history"] = history
     metrics["config"] = cfg.to_json()
     atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=1))
@@ -830,10 +833,6 @@ def neighbour_train_ids(i: int, train_ids: list[int]) -> list[int]:
     before = [j for j in train_ids if j < i]
     after = [j for j in train_ids if j > i]
     return ([before[-1]] if before else []) + ([after[0]] if after else [])
-
-
-def _angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def _finite(value):
